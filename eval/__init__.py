@@ -1,0 +1,1 @@
+"""Offline answer-quality evaluation (built in a later issue)."""

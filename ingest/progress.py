@@ -1,0 +1,143 @@
+"""How an ingestion run reports progress: a live bar on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """One file's outcome: ``added``, ``updated``, ``unchanged``, ``removed`` or ``failed``."""
+
+    path: str
+    outcome: str
+    size_bytes: int = 0
+    pages: int = 0
+    chunks: int = 0
+    reason: str | None = None
+
+
+class IngestReporter(Protocol):
+    def start(self, files: int, total_bytes: int) -> None:
+        """Called once, with the files that need reading and their total size."""
+        ...
+
+    def file_done(self, event: FileEvent) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing (library use, tests)."""
+
+    def start(self, files: int, total_bytes: int) -> None:
+        pass
+
+    def file_done(self, event: FileEvent) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def describe(event: FileEvent) -> str:
+    """The one-line form of an event, as logs and the plain reporter print it."""
+    if event.outcome == "failed":
+        return f"failed     {event.path}: {event.reason}"
+    if event.outcome in ("added", "updated"):
+        return f"{event.outcome:<10} {event.path} ({event.pages} pages, {event.chunks} chunks)"
+    return f"{event.outcome:<10} {event.path}"
+
+
+class LineReporter:
+    """One plain line per file, for logs and pipes (no terminal control codes)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self._stream.write(f"reading {files} files ({total_bytes / 1e6:.1f} MB)\n")
+        self._stream.flush()
+
+    def file_done(self, event: FileEvent) -> None:
+        self._stream.write(describe(event) + "\n")
+        self._stream.flush()
+
+    def message(self, text: str) -> None:
+        self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def finish(self) -> None:
+        pass
+
+
+class RichReporter:
+    """A live progress bar with ETA and per-stage counts; failures are printed above it.
+
+    The bar advances by bytes, not files, so one large PDF among many small notes does not
+    make the ETA lie.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._files = self._done = self._pages = self._chunks = 0
+        self._started = time.monotonic()
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self._files = files
+        self._started = time.monotonic()
+        self._progress.start()
+        self._task = self._progress.add_task(self._description(), total=max(total_bytes, 1), stats="")
+
+    def file_done(self, event: FileEvent) -> None:
+        if event.outcome == "failed":
+            self._console.print(f"[red]failed[/red] {event.path}: {event.reason}", markup=True, highlight=False)
+        if self._task is None:
+            return
+        self._done += 1
+        self._pages += event.pages
+        self._chunks += event.chunks
+        rate = self._chunks / max(time.monotonic() - self._started, 1e-9)
+        stats = f"pages {self._pages} · chunks {self._chunks} · {rate:.1f} chunks/s"
+        self._progress.update(
+            self._task, advance=event.size_bytes, description=self._description(), stats=stats
+        )
+
+    def message(self, text: str) -> None:
+        self._console.print(text, highlight=False, markup=False)
+
+    def finish(self) -> None:
+        self._progress.stop()
+
+    def _description(self) -> str:
+        return f"files {self._done}/{self._files}"

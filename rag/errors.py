@@ -1,0 +1,52 @@
+"""The project's one error hierarchy.
+
+Every error a user can cause (bad configuration, a bad file, a knowledge base that does not
+match the configured model) is a :class:`RagError`. The command line turns these into a
+one-line message and an exit status, never a stack trace. Anything else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RagError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(RagError):
+    """The configuration is invalid: the message names the field, the bad value and its source."""
+
+
+class KnowledgeBaseError(RagError):
+    """A knowledge base cannot be opened or written (missing, locked, damaged)."""
+
+
+class KnowledgeBaseNotFoundError(KnowledgeBaseError):
+    """No knowledge base exists at the given directory."""
+
+
+class KnowledgeBaseLockedError(KnowledgeBaseError):
+    """Another process is writing to the knowledge base."""
+
+
+class ManifestMismatchError(KnowledgeBaseError):
+    """The knowledge base was built with settings that disagree with the configuration."""
+
+
+class ModelLoadError(RagError):
+    """A model could not be loaded (not installed, not downloadable offline, wrong format)."""
+
+
+class DocumentLoadError(RagError):
+    """One input file could not be turned into pages.
+
+    ``reason`` is a short, one-line, human-readable explanation ("encrypted: a password is
+    required", "not a PDF file"); the ingestion job reports it beside ``path`` and goes on
+    with the next file.
+    """
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

@@ -1,0 +1,644 @@
+"""A knowledge base is one directory: SQLite, a FAISS index file and ``manifest.json``.
+
+Layout::
+
+    kb/
+      kb.sqlite            documents, pages, chunks, ingestion runs and per-file outcomes,
+                           and the manifest of record (table ``meta``)
+      index-00000042.faiss the FAISS index of generation 42 (chunk ids -> vectors)
+      manifest.json        a readable copy of the manifest, rewritten after every commit
+      .lock                held by the one writer
+
+Crash safety rests on one ordering. A commit (1) writes the index for generation ``g+1`` to
+a new file, fsynced, beside the old one; (2) commits the SQLite transaction that holds the
+new rows and sets the generation to ``g+1``; (3) deletes the old index file. A crash before
+(2) leaves SQLite at ``g`` with its file intact (the orphan ``g+1`` file is removed by the
+next writer); a crash after (2) leaves ``g+1`` complete. So at every instant the generation
+in SQLite names an index file whose ids are exactly the chunk ids in SQLite.
+
+Readers read the generation and the rows in one SQLite read transaction (WAL mode: the
+writer never blocks them), and load that generation's file, so they see the old state or
+the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rag.config import AppConfig, ChunkingConfig
+from rag.errors import (
+    KnowledgeBaseError,
+    KnowledgeBaseLockedError,
+    KnowledgeBaseNotFoundError,
+    ManifestMismatchError,
+)
+from rag.index import FaissIndex, Vectors
+from rag.types import Chunk, Document, Page, ScoredChunk
+
+FORMAT_VERSION = 1
+DB_NAME = "kb.sqlite"
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".lock"
+INDEX_GLOB = "index-*.faiss"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    content_hash TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    title TEXT NOT NULL,
+    page_count INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ingested_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pages (
+    document_id TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    number INTEGER,
+    label TEXT,
+    text TEXT NOT NULL,
+    PRIMARY KEY (document_id, ordinal)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    document_id TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    page INTEGER,
+    page_label TEXT,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    token_count INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (document_id);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS run_files (
+    run_id INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, path)
+);
+"""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def index_file_name(generation: int) -> str:
+    return f"index-{generation:08d}.faiss"
+
+
+def document_id_for(source: str) -> str:
+    """A document's id: stable for its path, so an edited file keeps its id."""
+    return hashlib.sha256(source.encode()).hexdigest()[:20]
+
+
+class Manifest(BaseModel):
+    """What a knowledge base was built with. Opening checks it against the configuration."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    format_version: int
+    embedding_model: str
+    dimension: int
+    normalized: bool = True
+    metric: str = "inner_product"
+    chunk_tokens: int
+    overlap_tokens: int
+    index_kind: str
+    index_structure: str
+    generation: int = 0
+    documents: int = 0
+    chunks: int = 0
+    updated_at: str = ""
+
+    def check_embedding(self, model_id: str, directory: Path) -> None:
+        if model_id != self.embedding_model:
+            raise ManifestMismatchError(
+                f"knowledge base {directory} was built with embedding model "
+                f"{self.embedding_model!r}, but the configuration asks for {model_id!r}. "
+                f"Re-index it with `rag ingest --reindex --kb {directory}`, or set "
+                f"embedding.model back to {self.embedding_model!r}."
+            )
+
+    def check_chunking(self, chunking: ChunkingConfig, directory: Path) -> None:
+        built = (self.chunk_tokens, self.overlap_tokens)
+        if built != (chunking.chunk_tokens, chunking.overlap_tokens):
+            raise ManifestMismatchError(
+                f"knowledge base {directory} was chunked with chunk_tokens={built[0]}, "
+                f"overlap_tokens={built[1]}, but the configuration asks for "
+                f"{chunking.chunk_tokens}/{chunking.overlap_tokens}. Re-index it with "
+                f"`rag ingest --reindex --kb {directory}` so every document is chunked alike."
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """What the ingestion diff needs to know about a stored file."""
+
+    id: str
+    source: str
+    content_hash: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    summary: dict[str, Any]
+    failed: list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeBaseStats:
+    documents: int
+    pages: int
+    chunks: int
+    embedding_model: str
+    dimension: int
+    index: str
+    generation: int
+    bytes: int
+    last_run: RunInfo | None
+
+
+def _connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
+    path = directory / DB_NAME
+    if read_only:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process in WAL mode; only a power cut can lose
+        # the last commit, which leaves the previous generation intact.
+        connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    return connection
+
+
+def _read_manifest(connection: sqlite3.Connection, directory: Path) -> Manifest | None:
+    row = connection.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+    if row is None:
+        return None
+    try:
+        return Manifest.model_validate_json(row[0])
+    except ValidationError as exc:
+        raise KnowledgeBaseError(f"knowledge base {directory} has a damaged manifest: {exc}") from None
+
+
+def _row_to_chunk(row: Sequence[Any]) -> Chunk:
+    return Chunk(
+        id=row[0],
+        document_id=row[1],
+        ordinal=row[2],
+        page=row[3],
+        page_label=row[4],
+        start=row[5],
+        end=row[6],
+        token_count=row[7],
+        text=row[8],
+    )
+
+
+_CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, c.page, c.page_label, c.start, c.end, c.token_count, c.text"
+
+
+class KnowledgeBase:
+    """Read access to a knowledge base; safe while another process ingests into it."""
+
+    def __init__(self, directory: Path, connection: sqlite3.Connection, manifest: Manifest) -> None:
+        self.directory = directory
+        self._db = connection
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, directory: Path, config: AppConfig | None = None) -> KnowledgeBase:
+        """Open for reading. With ``config``, refuse a knowledge base built with another model."""
+        if not (directory / DB_NAME).is_file():
+            raise KnowledgeBaseNotFoundError(
+                f"no knowledge base at {directory}; create one with `rag ingest PATH --kb {directory}`"
+            )
+        connection = _connect(directory, read_only=True)
+        manifest = _read_manifest(connection, directory)
+        if manifest is None:
+            connection.close()
+            raise KnowledgeBaseNotFoundError(
+                f"knowledge base {directory} is empty; add documents with `rag ingest PATH --kb {directory}`"
+            )
+        if config is not None:
+            manifest.check_embedding(config.embedding.model, directory)
+        return cls(directory, connection, manifest)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> KnowledgeBase:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same committed state."""
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
+
+    def load_index(self, config: AppConfig) -> FaissIndex:
+        """The index of the committed generation, consistent with the SQLite rows."""
+        for _ in range(5):
+            with self._snapshot() as db:
+                manifest = _read_manifest(db, self.directory)
+            assert manifest is not None
+            try:
+                index = FaissIndex.read(self.directory / index_file_name(manifest.generation), config.index)
+            except RuntimeError:
+                # A writer committed and removed this generation's file in between: re-read.
+                continue
+            self.manifest = manifest
+            return index
+        raise KnowledgeBaseError(f"knowledge base {self.directory} changed too often to be read")
+
+    def chunks(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, str]]:
+        """Chunks by id with their source path; ids deleted since the index was read are absent."""
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._db.execute(
+            f"SELECT {_CHUNK_COLUMNS}, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+            f"WHERE c.id IN ({marks})",
+            wanted,
+        ).fetchall()
+        return {row[0]: (_row_to_chunk(row), row[9]) for row in rows}
+
+    def all_chunks(self) -> list[tuple[Chunk, str]]:
+        """Every chunk with its source path, in document and position order."""
+        rows = self._db.execute(
+            f"SELECT {_CHUNK_COLUMNS}, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "ORDER BY d.source, c.ordinal"
+        ).fetchall()
+        return [(_row_to_chunk(row), row[9]) for row in rows]
+
+    def documents(self) -> list[Document]:
+        rows = self._db.execute(
+            "SELECT id, source, content_hash, mime_type, title, page_count, size_bytes, mtime_ns, "
+            "ingested_at FROM documents ORDER BY source"
+        ).fetchall()
+        return [Document(*row) for row in rows]
+
+    def search(self, index: FaissIndex, query_vectors: Vectors, k: int) -> list[list[ScoredChunk]]:
+        """Dense top-``k`` per query vector, best first, as chunks with their sources."""
+        scores, ids = index.search(query_vectors, k)
+        found = self.chunks(int(i) for i in np.unique(ids) if i >= 0)
+        results: list[list[ScoredChunk]] = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            hits = [
+                ScoredChunk(chunk=found[int(i)][0], source=found[int(i)][1], score=float(s), retrievers=("dense",))
+                for s, i in zip(row_scores, row_ids, strict=True)
+                if int(i) in found
+            ]
+            results.append(hits)
+        return results
+
+    def stats(self) -> KnowledgeBaseStats:
+        with self._snapshot() as db:
+            manifest = _read_manifest(db, self.directory)
+            assert manifest is not None
+            pages = db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+            last_run = _last_run(db)
+        size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        return KnowledgeBaseStats(
+            documents=manifest.documents,
+            pages=pages,
+            chunks=manifest.chunks,
+            embedding_model=manifest.embedding_model,
+            dimension=manifest.dimension,
+            index=manifest.index_structure
+            if manifest.index_structure == manifest.index_kind
+            else f"{manifest.index_structure} (becomes {manifest.index_kind} when large enough)",
+            generation=manifest.generation,
+            bytes=size,
+            last_run=last_run,
+        )
+
+    def consistency_problems(self, config: AppConfig) -> list[str]:
+        """What disagrees between SQLite and FAISS (empty when the two agree one to one)."""
+        index = self.load_index(config)
+        with self._snapshot() as db:
+            stored = {row[0] for row in db.execute("SELECT id FROM chunks")}
+            documents = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        indexed = {int(i) for i in index.ids()}
+        problems = []
+        if len(indexed) != len(index):
+            problems.append("duplicate ids in the FAISS index")
+        if stored - indexed:
+            problems.append(f"{len(stored - indexed)} chunks have no vector")
+        if indexed - stored:
+            problems.append(f"{len(indexed - stored)} vectors have no chunk")
+        if (self.manifest.chunks, self.manifest.documents) != (len(stored), documents):
+            problems.append("manifest counts disagree with the tables")
+        return problems
+
+
+def _last_run(db: sqlite3.Connection) -> RunInfo | None:
+    row = db.execute(
+        "SELECT id, started_at, finished_at, status, summary FROM runs ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    failed = [
+        {"path": path, "reason": reason}
+        for path, reason in db.execute(
+            "SELECT path, reason FROM run_files WHERE run_id = ? AND outcome = 'failed' ORDER BY path",
+            (row[0],),
+        )
+    ]
+    return RunInfo(
+        id=row[0],
+        started_at=row[1],
+        finished_at=row[2],
+        status=row[3],
+        summary=json.loads(row[4]) if row[4] else {},
+        failed=failed,
+    )
+
+
+class KnowledgeBaseWriter:
+    """The one writer of a knowledge base. Changes become visible, all at once, at :meth:`commit`.
+
+    Use as a context manager: leaving it without :meth:`commit` discards uncommitted work and
+    keeps the last committed state, which is what a crash does too.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        connection: sqlite3.Connection,
+        lock: Any,
+        manifest: Manifest,
+        index: FaissIndex,
+    ) -> None:
+        self.directory = directory
+        self._db = connection
+        self._lock = lock
+        self.manifest = manifest
+        self.index = index
+        self._dirty = False
+        self._index_changed = False
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: AppConfig,
+        *,
+        dimension: int,
+        reindex: bool = False,
+    ) -> KnowledgeBaseWriter:
+        """Open (creating if needed) for writing, holding the directory's lock.
+
+        ``reindex`` empties chunks and vectors inside the (not yet committed) transaction, to
+        be refilled with the configured model and chunking; until the caller commits, readers
+        keep the old knowledge base, and a crash keeps it too.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = _acquire_lock(directory)
+        try:
+            connection = _connect(directory, read_only=False)
+            connection.executescript(_SCHEMA)
+            stored = _read_manifest(connection, directory)
+            if stored is not None and not reindex:
+                stored.check_embedding(config.embedding.model, directory)
+                stored.check_chunking(config.chunking, directory)
+            if stored is not None and stored.format_version != FORMAT_VERSION:
+                raise KnowledgeBaseError(
+                    f"knowledge base {directory} has format {stored.format_version}; this version "
+                    f"reads format {FORMAT_VERSION}. Ingest into a new directory."
+                )
+            generation = stored.generation if stored is not None else 0
+            _remove_stale_index_files(directory, keep=generation if stored is not None else None)
+            connection.execute(
+                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'"
+            )
+            if stored is None or reindex:
+                index = FaissIndex.create(dimension, config.index)
+            else:
+                index = FaissIndex.read(directory / index_file_name(generation), config.index)
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                embedding_model=config.embedding.model,
+                dimension=dimension,
+                chunk_tokens=config.chunking.chunk_tokens,
+                overlap_tokens=config.chunking.overlap_tokens,
+                index_kind=config.index.kind,
+                index_structure=index.structure,
+                generation=generation,
+            )
+            connection.execute("BEGIN IMMEDIATE")
+            writer = cls(directory, connection, lock, manifest, index)
+            if reindex:
+                connection.execute("DELETE FROM chunks")
+                writer._dirty = writer._index_changed = True
+            return writer
+        except BaseException:
+            lock.close()
+            raise
+
+    def __enter__(self) -> KnowledgeBaseWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Discard uncommitted work and release the lock."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._db.close()
+        self._lock.close()
+
+    def stored_documents(self) -> dict[str, StoredDocument]:
+        """Every stored document by source path."""
+        rows = self._db.execute(
+            "SELECT id, source, content_hash, size_bytes, mtime_ns FROM documents"
+        ).fetchall()
+        return {row[1]: StoredDocument(*row) for row in rows}
+
+    def stored_pages(self, document_id: str) -> list[Page]:
+        rows = self._db.execute(
+            "SELECT number, text, label FROM pages WHERE document_id = ? ORDER BY ordinal", (document_id,)
+        ).fetchall()
+        return [Page(number=row[0], text=row[1], label=row[2]) for row in rows]
+
+    def start_run(self) -> int:
+        """Record a new run; it shows as ``running`` to readers until :meth:`finish_run`."""
+        cursor = self._db.execute(
+            "INSERT INTO runs (started_at, status) VALUES (?, 'running')", (utc_now(),)
+        )
+        run_id = int(cursor.lastrowid or 0)
+        self._dirty = True
+        self.commit()
+        return run_id
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+            (utc_now(), status, json.dumps(summary), run_id),
+        )
+        self._dirty = True
+        self.commit()
+
+    def record_file(self, run_id: int, path: str, outcome: str, reason: str | None = None, chunks: int = 0) -> None:
+        """Note one file's outcome in this run; it lands with the next commit."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO run_files (run_id, path, outcome, reason, chunks) VALUES (?, ?, ?, ?, ?)",
+            (run_id, path, outcome, reason, chunks),
+        )
+        self._dirty = True
+
+    def put_document(self, document: Document, pages: Sequence[Page], chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        """Insert a document, or replace every page, chunk and vector of a stored one."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        self._delete_document_rows(document.id)
+        self._db.execute(
+            "INSERT INTO documents (id, source, content_hash, mime_type, title, page_count, size_bytes, "
+            "mtime_ns, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                document.id,
+                document.source,
+                document.content_hash,
+                document.mime_type,
+                document.title,
+                document.page_count,
+                document.size_bytes,
+                document.mtime_ns,
+                document.ingested_at,
+            ),
+        )
+        self._db.executemany(
+            "INSERT INTO pages (document_id, ordinal, number, label, text) VALUES (?, ?, ?, ?, ?)",
+            [(document.id, i, p.number, p.label, p.text) for i, p in enumerate(pages)],
+        )
+        self.put_chunks(chunks, vectors)
+
+    def put_chunks(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
+        """Add chunks of stored documents with their vectors (used as is by re-indexing)."""
+        self._db.executemany(
+            "INSERT INTO chunks (id, document_id, ordinal, page, page_label, start, end, token_count, text) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (c.id, c.document_id, c.ordinal, c.page, c.page_label, c.start, c.end, c.token_count, c.text)
+                for c in chunks
+            ],
+        )
+        self.index.add(np.array([c.id for c in chunks], dtype=np.int64), vectors)
+        self._dirty = self._index_changed = True
+
+    def remove_document(self, document_id: str) -> None:
+        self._delete_document_rows(document_id)
+        self._db.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+        self._dirty = True
+
+    def update_file_stat(self, document_id: str, size_bytes: int, mtime_ns: int) -> None:
+        """Remember a new size/mtime for a file whose content is unchanged (skips re-hashing)."""
+        self._db.execute(
+            "UPDATE documents SET size_bytes = ?, mtime_ns = ? WHERE id = ?", (size_bytes, mtime_ns, document_id)
+        )
+        self._dirty = True
+
+    def _delete_document_rows(self, document_id: str) -> None:
+        old_ids = [row[0] for row in self._db.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
+        if old_ids:
+            self.index.remove(np.array(old_ids, dtype=np.int64))
+            self._index_changed = True
+        self._db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+        self._db.execute("DELETE FROM pages WHERE document_id = ?", (document_id,))
+        self._db.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+
+    def commit(self) -> None:
+        """Make everything since the last commit visible, atomically (see the module doc)."""
+        if not self._dirty:
+            return
+        generation = self.manifest.generation
+        if self._index_changed or generation == 0:
+            generation += 1
+            self.index.write(self.directory / index_file_name(generation))
+        documents = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        manifest = self.manifest.model_copy(
+            update={
+                "generation": generation,
+                "documents": documents,
+                "chunks": chunks,
+                "index_structure": self.index.structure,
+                "updated_at": utc_now(),
+            }
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('manifest', ?)", (manifest.model_dump_json(),)
+        )
+        self._db.execute("COMMIT")
+        self.manifest = manifest
+        self._dirty = self._index_changed = False
+        _write_text_atomic(self.directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+        _remove_stale_index_files(self.directory, keep=generation)
+        self._db.execute("BEGIN IMMEDIATE")
+
+
+def _acquire_lock(directory: Path) -> Any:
+    handle = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 - held for the writer's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise KnowledgeBaseLockedError(
+            f"knowledge base {directory} is being written by another process; wait for it to finish"
+        ) from None
+    return handle
+
+
+def _remove_stale_index_files(directory: Path, keep: int | None) -> None:
+    keep_name = index_file_name(keep) if keep is not None else None
+    for path in directory.glob(INDEX_GLOB + "*"):
+        if path.name != keep_name:
+            path.unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

@@ -1,0 +1,85 @@
+"""Records passed between the pipeline's stages.
+
+They are frozen dataclasses: cheap to build in the ingestion hot path (thousands per second),
+hashable, and impossible to change behind a stage's back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The text of one page of a source file.
+
+    ``number`` is the 1-based physical page number in the file (the first page of a PDF is 1,
+    whatever it prints on itself), or ``None`` for files that have no pages (text, Markdown,
+    HTML, DOCX), which are loaded as a single page. ``label`` is the page label the document
+    itself defines (for example ``"iv"`` or ``"A-3"``), only when it defines one.
+    """
+
+    number: int | None
+    text: str
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """What a loader returns for one file: its pages plus the facts found inside it."""
+
+    title: str
+    mime_type: str
+    pages: tuple[Page, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A source file as stored in a knowledge base.
+
+    ``id`` is derived from the file's absolute path, so a file keeps its id when its content
+    changes; ``content_hash`` (SHA-256 of the bytes) is what tells whether it changed.
+    """
+
+    id: str
+    source: str
+    content_hash: str
+    mime_type: str
+    title: str
+    page_count: int
+    size_bytes: int
+    mtime_ns: int
+    ingested_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A passage of one page: the unit that is embedded, retrieved and cited.
+
+    ``text`` is exactly ``page_text[start:end]`` of the page it came from, so a citation can
+    highlight the very words. ``id`` is a positive int64 derived from the document id, its
+    content hash and the chunk's position: the same content gives the same ids on every run,
+    and it doubles as the chunk's FAISS id.
+    """
+
+    id: int
+    document_id: str
+    ordinal: int
+    text: str
+    page: int | None
+    page_label: str | None
+    start: int
+    end: int
+    token_count: int
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """A retrieved chunk, its score, and which retriever(s) found it ("dense", "bm25")."""
+
+    chunk: Chunk
+    source: str
+    score: float
+    retrievers: tuple[str, ...]

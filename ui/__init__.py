@@ -1,0 +1,1 @@
+"""The two front doors: the `rag` command line and the Streamlit page."""

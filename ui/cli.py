@@ -1,0 +1,188 @@
+"""The ``rag`` command: thin, it parses, calls the library, renders.
+
+Exit status: 0 success; 1 usage or configuration error (or a knowledge base that cannot be
+used); 2 partial failure (some files failed; the output says which).
+Results go to standard output (``--json`` for scripts); progress and diagnostics go to
+standard error, so ``rag ingest --json docs/ | jq`` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rag.config import AppConfig, load_config, parse_assignments
+from rag.errors import RagError
+
+EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="configuration file (default: ./rag.toml if present)")
+    common.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+        help="override a configuration field, e.g. --set chunking.chunk_tokens=128 (repeatable)",
+    )
+    common.add_argument("--kb", type=Path, help="knowledge base directory (default: ./kb or RAG_KB_DIR)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+
+    parser = argparse.ArgumentParser(prog="rag", description="Question answering over your own documents.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", parents=[common], help="add or update documents in a knowledge base")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to ingest")
+    ingest.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
+    ingest.add_argument("--reindex", action="store_true", help="re-embed everything (after a model or chunking change)")
+    ingest.add_argument("--json", action="store_true", help="print one JSON summary object")
+
+    info = commands.add_parser("info", parents=[common], help="describe a knowledge base")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    search = commands.add_parser("search", parents=[common], help="show the passages that best match a query")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("-k", type=int, default=5, help="how many passages (default 5)")
+    search.add_argument("--json", action="store_true", help="print a JSON list, best first")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    err = Console(stderr=True, highlight=False)
+    try:
+        config = _config_from(args)
+        handler = {"ingest": cmd_ingest, "info": cmd_info, "search": cmd_search}[args.command]
+        return handler(args, config, err)
+    except RagError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("interrupted: what was committed is kept; run the same command again to resume")
+        return 130
+
+
+def _config_from(args: argparse.Namespace) -> AppConfig:
+    overrides: dict[str, Any] = parse_assignments(args.settings)
+    if args.kb is not None:
+        overrides["kb_dir"] = args.kb
+    return load_config(args.config, overrides)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from ingest.job import run_ingest
+    from ingest.progress import IngestReporter, LineReporter, RichReporter
+    from rag.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(config.embedding)
+    embedder.load()
+    reporter: IngestReporter = RichReporter(err) if err.is_terminal else LineReporter(sys.stderr)
+    summary = run_ingest(args.paths, config, embedder, reporter, prune=args.prune, reindex=args.reindex)
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        if summary.failed:
+            print(f"{len(summary.failed)} file(s) failed:")
+            for failure in summary.failed:
+                print(f"  {failure['path']}: {failure['reason']}")
+        if not summary.changed and not args.reindex:
+            print(f"nothing changed: {summary.unchanged} file(s) already up to date")
+        else:
+            print(
+                f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
+                f"removed {summary.removed}, failed {len(summary.failed)}"
+                + (f", skipped {summary.skipped} unsupported" if summary.skipped else "")
+            )
+        print(
+            f"knowledge base {config.kb_dir}: {summary.documents} documents, {summary.chunks} chunks "
+            f"({summary.seconds:.1f} s)"
+        )
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from rag.store import KnowledgeBase
+
+    with KnowledgeBase.open(config.kb_dir) as kb:
+        stats = kb.stats()
+    last_run = None
+    if stats.last_run is not None:
+        run = stats.last_run
+        last_run = {
+            "id": run.id,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "status": run.status,
+            "summary": run.summary,
+            "failed": run.failed,
+        }
+    info = {
+        "path": str(config.kb_dir),
+        "documents": stats.documents,
+        "pages": stats.pages,
+        "chunks": stats.chunks,
+        "embedding_model": stats.embedding_model,
+        "dimension": stats.dimension,
+        "index": stats.index,
+        "bytes": stats.bytes,
+        "last_run": last_run,
+    }
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    print(f"knowledge base   {info['path']}")
+    print(f"documents        {stats.documents} ({stats.pages} pages)")
+    print(f"chunks           {stats.chunks}")
+    print(f"embedding model  {stats.embedding_model} ({stats.dimension} dimensions)")
+    print(f"index            {stats.index}")
+    print(f"size on disk     {stats.bytes / 1e6:.1f} MB")
+    if stats.last_run is None:
+        print("last run         none")
+    else:
+        run = stats.last_run
+        counts = ", ".join(f"{key} {run.summary[key]}" for key in ("added", "updated", "unchanged", "removed") if key in run.summary)
+        print(f"last run         #{run.id} {run.status}, started {run.started_at}" + (f": {counts}" if counts else ""))
+        for failure in run.failed:
+            print(f"  failed         {failure['path']}: {failure['reason']}")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from rag.embedder import SentenceTransformerEmbedder
+    from rag.store import KnowledgeBase
+
+    with KnowledgeBase.open(config.kb_dir, config) as kb:
+        embedder = SentenceTransformerEmbedder(config.embedding)
+        embedder.load()
+        index = kb.load_index(config)
+        hits = kb.search(index, embedder.embed_queries([args.query]), args.k)[0]
+    rows = [
+        {"file": hit.source, "page": hit.chunk.page, "score": round(hit.score, 4), "retrievers": list(hit.retrievers), "text": hit.chunk.text}
+        for hit in hits
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no passages found")
+    for rank, row in enumerate(rows, 1):
+        where = f"{row['file']}" + (f", page {row['page']}" if row["page"] is not None else "")
+        print(f"[{rank}] {where}  (score {row['score']:.3f}, {'+'.join(row['retrievers'])})")
+        text = " ".join(str(row["text"]).split())
+        print(f"    {text[:300]}{'…' if len(text) > 300 else ''}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
