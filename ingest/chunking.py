@@ -64,9 +64,7 @@ def chunk_pages(
     return chunks
 
 
-def _token_windows(
-    text: str, spans: Sequence[tuple[int, int]], limit: int, overlap: int
-) -> list[tuple[int, int]]:
+def _token_windows(text: str, spans: Sequence[tuple[int, int]], limit: int, overlap: int) -> list[tuple[int, int]]:
     """Half-open token ranges ``[first, last)`` covering every token, each at most ``limit``."""
     windows: list[tuple[int, int]] = []
     count = len(spans)

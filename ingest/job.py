@@ -19,8 +19,8 @@ whose stat changed is read and hashed, and only re-processed if its bytes change
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -96,7 +96,7 @@ def read_file(path: str, known_hash: str | None, max_bytes: int) -> FileLoad:
     file cannot stop a batch.
     """
     try:
-        stat = os.stat(path)
+        stat = Path(path).stat()
         if stat.st_size > max_bytes:
             return FileLoad(path, stat.st_size, error=f"larger than ingest.max_file_mb ({max_bytes / 1e6:.0f} MB)")
         with open(path, "rb") as handle:
@@ -124,21 +124,26 @@ def _replace(load: FileLoad, **changes: Any) -> FileLoad:
     return FileLoad(**values)
 
 
-def load_files(
-    todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: int
-) -> Iterator[FileLoad]:
+def _quiet_pdf_warnings() -> None:
+    """Worker initializer: pypdf logs a warning per oddity of a damaged file; the job already
+    reports each failed file in one line, so only pypdf's errors are worth showing."""
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+def load_files(todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: int) -> Iterator[FileLoad]:
     """Load ``(path, known_hash)`` pairs in order, ``workers`` processes at a time.
 
     At most ``2 * workers + 2`` files are in flight, so memory stays bounded however many
     files there are. A crashed worker fails only the files it held; the pool is restarted.
     """
     if workers == 0:
+        _quiet_pdf_warnings()
         for path, known in todo:
             yield read_file(path, known, max_bytes)
         return
     context = multiprocessing.get_context("spawn")  # no fork: the parent holds torch threads
     items = iter(todo)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_pdf_warnings)
     pending: deque[tuple[str, str | None, Future[FileLoad]]] = deque()
     try:
         while True:
@@ -152,7 +157,7 @@ def load_files(
             except BrokenProcessPool:
                 yield FileLoad(path, error="the loader process crashed on this file")
                 pool.shutdown(cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_pdf_warnings)
                 retry = [(p, known) for p, known, _ in pending]
                 pending.clear()
                 for retry_path, known in retry:
@@ -213,7 +218,9 @@ class _Ingestion:
             mtime_ns=load.mtime_ns,
             ingested_at=utc_now(),
         )
-        chunks = chunk_pages(document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking)
+        chunks = chunk_pages(
+            document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking
+        )
         if not chunks:
             self.fail(load.path, "no text to index", load.size_bytes)
             return
@@ -231,7 +238,9 @@ class _Ingestion:
             offset = 0
             for pending in self._batch:
                 count = len(pending.chunks)
-                self.writer.put_document(pending.document, pending.pages, pending.chunks, vectors[offset : offset + count])
+                self.writer.put_document(
+                    pending.document, pending.pages, pending.chunks, vectors[offset : offset + count]
+                )
                 offset += count
                 self.writer.record_file(self.run_id, pending.load.path, pending.outcome, chunks=count)
                 setattr(self.summary, pending.outcome, getattr(self.summary, pending.outcome) + 1)
@@ -256,7 +265,9 @@ class _Ingestion:
         self.reporter.message(f"re-indexing {len(stored)} stored documents with {self.embedder.model_id}")
         for document in stored.values():
             pages = self.writer.stored_pages(document.id)
-            chunks = chunk_pages(document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking)
+            chunks = chunk_pages(
+                document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking
+            )
             for start in range(0, len(chunks), self.config.ingest.embed_batch_chunks):
                 part = chunks[start : start + self.config.ingest.embed_batch_chunks]
                 self.writer.put_chunks(part, self.embedder.embed_documents([c.text for c in part]))
@@ -320,7 +331,7 @@ def run_ingest(
 
             if prune:
                 for source, document in stored.items():
-                    if not os.path.exists(source):
+                    if not Path(source).exists():
                         writer.remove_document(document.id)
                         writer.record_file(job.run_id, source, "removed")
                         job.summary.removed += 1

@@ -129,9 +129,7 @@ class RichReporter:
         self._chunks += event.chunks
         rate = self._chunks / max(time.monotonic() - self._started, 1e-9)
         stats = f"pages {self._pages} · chunks {self._chunks} · {rate:.1f} chunks/s"
-        self._progress.update(
-            self._task, advance=event.size_bytes, description=self._description(), stats=stats
-        )
+        self._progress.update(self._task, advance=event.size_bytes, description=self._description(), stats=stats)
 
     def message(self, text: str) -> None:
         self._console.print(text, highlight=False, markup=False)

@@ -45,17 +45,14 @@ class EmbeddingConfig(_Section):
 class ChunkingConfig(_Section):
     """Token-aware chunking, measured with the embedding model's own tokenizer."""
 
-    chunk_tokens: int = Field(
-        200, ge=16, description="Upper bound per chunk; capped at the model's own limit."
-    )
+    chunk_tokens: int = Field(200, ge=16, description="Upper bound per chunk; capped at the model's own limit.")
     overlap_tokens: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
 
     @model_validator(mode="after")
     def _overlap_smaller_than_chunk(self) -> ChunkingConfig:
         if self.overlap_tokens >= self.chunk_tokens:
             raise ValueError(
-                f"overlap_tokens ({self.overlap_tokens}) must be smaller than "
-                f"chunk_tokens ({self.chunk_tokens})"
+                f"overlap_tokens ({self.overlap_tokens}) must be smaller than chunk_tokens ({self.chunk_tokens})"
             )
         return self
 
@@ -79,12 +76,8 @@ class IngestConfig(_Section):
     workers: int = Field(
         1, ge=0, le=64, description="Loader processes that extract text while the model encodes; 0: in-process."
     )
-    embed_batch_chunks: int = Field(
-        256, gt=0, description="Chunks gathered across files before one encode call."
-    )
-    commit_seconds: float = Field(
-        20.0, gt=0, description="At most this much work is redone after a crash."
-    )
+    embed_batch_chunks: int = Field(256, gt=0, description="Chunks gathered across files before one encode call.")
+    commit_seconds: float = Field(20.0, gt=0, description="At most this much work is redone after a crash.")
     max_file_mb: float = Field(256.0, gt=0, description="Larger files are reported and skipped.")
 
 
@@ -139,9 +132,7 @@ def load_config(
         if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_ENV:
             continue
         if name not in known:
-            raise ConfigError(
-                f"unknown environment variable {name}; accepted: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"unknown environment variable {name}; accepted: {', '.join(sorted(known))}")
         _put(values, known[name], raw)
         sources[known[name]] = f"environment variable {name}"
 

@@ -141,7 +141,9 @@ class SentenceTransformerEmbedder:
                 "folder or a hub id that is cached (this machine may have no internet access)."
             ) from None
         self._model = model
-        self._tokenizer = HuggingFaceTokenizer(model.tokenizer, int(model.max_seq_length))
+        # Some models leave max_seq_length unset; the tokenizer then knows the model's limit.
+        max_length = model.max_seq_length or model.tokenizer.model_max_length
+        self._tokenizer = HuggingFaceTokenizer(model.tokenizer, int(max_length))
         log.info("loaded embedding model %s on %s", self._config.model, model.device)
 
     @property

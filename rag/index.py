@@ -43,6 +43,7 @@ def search_device(config: IndexConfig, structure: str, num_gpus: int) -> Literal
 
 
 def _new_index(structure: str, dimension: int, config: IndexConfig) -> Any:
+    inner: Any
     if structure == "flat":
         inner = faiss.IndexFlatIP(dimension)
     elif structure == "hnsw":
@@ -74,6 +75,7 @@ class FaissIndex:
         self._index = index
         self._config = config
         self._search_index: Any = None
+        self._gpu_resources: Any = None
 
     @classmethod
     def create(cls, dimension: int, config: IndexConfig) -> FaissIndex:
@@ -105,9 +107,9 @@ class FaissIndex:
             return
         self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
         self._search_index = None
-        if self._config.kind == "ivf" and self.structure == "flat":
-            if len(self) >= IVF_POINTS_PER_CELL * self._config.ivf_nlist:
-                self._rebuild("ivf")
+        trainable = len(self) >= IVF_POINTS_PER_CELL * self._config.ivf_nlist
+        if self._config.kind == "ivf" and self.structure == "flat" and trainable:
+            self._rebuild("ivf")
 
     def remove(self, ids: Ids) -> None:
         if len(ids) == 0:
@@ -140,7 +142,7 @@ class FaissIndex:
         faiss.write_index(self._index, str(temporary))
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        temporary.replace(path)
 
     def search(self, queries: Vectors, k: int) -> tuple[npt.NDArray[np.float32], Ids]:
         """Top ``k`` (scores, ids) per query; missing hits have id -1."""
@@ -157,12 +159,12 @@ class FaissIndex:
             if structure == "ivf":
                 faiss.extract_index_ivf(self._index).nprobe = self._config.ivf_nprobe
             if structure == "hnsw":
-                faiss.downcast_index(self._index.index).hnsw.efSearch = self._config.hnsw_ef_search
+                hnsw: Any = faiss.downcast_index(self._index.index)
+                hnsw.hnsw.efSearch = self._config.hnsw_ef_search
             if search_device(self._config, structure, faiss.get_num_gpus()) == "gpu":
-                resources = faiss.StandardGpuResources()
-                gpu_index = faiss.index_cpu_to_gpu(resources, 0, self._index)
-                gpu_index.referenced_objects = [resources]  # keep the resources alive
-                self._search_index = gpu_index
+                # The resources must outlive the GPU index: keep them beside it.
+                self._gpu_resources = faiss.StandardGpuResources()
+                self._search_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
             else:
                 self._search_index = self._index
         return self._search_index

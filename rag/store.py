@@ -26,7 +26,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -278,18 +277,29 @@ class KnowledgeBase:
 
     def load_index(self, config: AppConfig) -> FaissIndex:
         """The index of the committed generation, consistent with the SQLite rows."""
-        for _ in range(5):
+        with self._indexed_snapshot(config) as (_, index):
+            return index
+
+    @contextmanager
+    def _indexed_snapshot(self, config: AppConfig) -> Iterator[tuple[sqlite3.Connection, FaissIndex]]:
+        """A read transaction plus the index file of the generation it sees."""
+        for _ in range(10):
             with self._snapshot() as db:
                 manifest = _read_manifest(db, self.directory)
-            assert manifest is not None
-            try:
-                index = FaissIndex.read(self.directory / index_file_name(manifest.generation), config.index)
-            except RuntimeError:
-                # A writer committed and removed this generation's file in between: re-read.
-                continue
-            self.manifest = manifest
-            return index
-        raise KnowledgeBaseError(f"knowledge base {self.directory} changed too often to be read")
+                assert manifest is not None
+                try:
+                    index = FaissIndex.read(self.directory / index_file_name(manifest.generation), config.index)
+                except RuntimeError:
+                    # A writer committed the next generation and deleted this file after our
+                    # snapshot began: start a new snapshot, which will see the new generation.
+                    continue
+                self.manifest = manifest
+                yield db, index
+                return
+        raise KnowledgeBaseError(
+            f"knowledge base {self.directory} has no readable index file for its current generation; "
+            f"rebuild it with `rag ingest --reindex --kb {self.directory}`"
+        )
 
     def chunks(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, str]]:
         """Chunks by id with their source path; ids deleted since the index was read are absent."""
@@ -356,8 +366,7 @@ class KnowledgeBase:
 
     def consistency_problems(self, config: AppConfig) -> list[str]:
         """What disagrees between SQLite and FAISS (empty when the two agree one to one)."""
-        index = self.load_index(config)
-        with self._snapshot() as db:
+        with self._indexed_snapshot(config) as (db, index):
             stored = {row[0] for row in db.execute("SELECT id FROM chunks")}
             documents = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         indexed = {int(i) for i in index.ids()}
@@ -450,9 +459,7 @@ class KnowledgeBaseWriter:
                 )
             generation = stored.generation if stored is not None else 0
             _remove_stale_index_files(directory, keep=generation if stored is not None else None)
-            connection.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'"
-            )
+            connection.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             if stored is None or reindex:
                 index = FaissIndex.create(dimension, config.index)
             else:
@@ -492,9 +499,7 @@ class KnowledgeBaseWriter:
 
     def stored_documents(self) -> dict[str, StoredDocument]:
         """Every stored document by source path."""
-        rows = self._db.execute(
-            "SELECT id, source, content_hash, size_bytes, mtime_ns FROM documents"
-        ).fetchall()
+        rows = self._db.execute("SELECT id, source, content_hash, size_bytes, mtime_ns FROM documents").fetchall()
         return {row[1]: StoredDocument(*row) for row in rows}
 
     def stored_pages(self, document_id: str) -> list[Page]:
@@ -505,9 +510,7 @@ class KnowledgeBaseWriter:
 
     def start_run(self) -> int:
         """Record a new run; it shows as ``running`` to readers until :meth:`finish_run`."""
-        cursor = self._db.execute(
-            "INSERT INTO runs (started_at, status) VALUES (?, 'running')", (utc_now(),)
-        )
+        cursor = self._db.execute("INSERT INTO runs (started_at, status) VALUES (?, 'running')", (utc_now(),))
         run_id = int(cursor.lastrowid or 0)
         self._dirty = True
         self.commit()
@@ -529,7 +532,9 @@ class KnowledgeBaseWriter:
         )
         self._dirty = True
 
-    def put_document(self, document: Document, pages: Sequence[Page], chunks: Sequence[Chunk], vectors: Vectors) -> None:
+    def put_document(
+        self, document: Document, pages: Sequence[Page], chunks: Sequence[Chunk], vectors: Vectors
+    ) -> None:
         """Insert a document, or replace every page, chunk and vector of a stored one."""
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
@@ -641,4 +646,4 @@ def _remove_stale_index_files(directory: Path, keep: int | None) -> None:
 def _write_text_atomic(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    temporary.replace(path)

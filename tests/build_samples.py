@@ -84,8 +84,7 @@ RELEASE_NOTES = """<!DOCTYPE html>
 
 EXPENSES = [
     "Northwind Robotics travel and expense policy",
-    "Employees book travel through the company travel portal. Train travel is preferred for "
-    "trips under 600 km.",
+    "Employees book travel through the company travel portal. Train travel is preferred for trips under 600 km.",
     "Hotel costs are reimbursed up to 180 euros per night in Hamburg, Lyon and Toronto, and up "
     "to 150 euros per night elsewhere.",
     "Meals on business trips are covered by a daily allowance of 45 euros.",

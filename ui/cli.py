@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="configuration file (default: ./rag.toml if present)")
     common.add_argument(
-        "--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a configuration field, e.g. --set chunking.chunk_tokens=128 (repeatable)",
     )
     common.add_argument("--kb", type=Path, help="knowledge base directory (default: ./kb or RAG_KB_DIR)")
@@ -55,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     err = Console(stderr=True, highlight=False)
     try:
         config = _config_from(args)
@@ -151,7 +157,9 @@ def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         print("last run         none")
     else:
         run = stats.last_run
-        counts = ", ".join(f"{key} {run.summary[key]}" for key in ("added", "updated", "unchanged", "removed") if key in run.summary)
+        counts = ", ".join(
+            f"{key} {run.summary[key]}" for key in ("added", "updated", "unchanged", "removed") if key in run.summary
+        )
         print(f"last run         #{run.id} {run.status}, started {run.started_at}" + (f": {counts}" if counts else ""))
         for failure in run.failed:
             print(f"  failed         {failure['path']}: {failure['reason']}")
@@ -167,8 +175,14 @@ def cmd_search(args: argparse.Namespace, config: AppConfig, err: Console) -> int
         embedder.load()
         index = kb.load_index(config)
         hits = kb.search(index, embedder.embed_queries([args.query]), args.k)[0]
-    rows = [
-        {"file": hit.source, "page": hit.chunk.page, "score": round(hit.score, 4), "retrievers": list(hit.retrievers), "text": hit.chunk.text}
+    rows: list[dict[str, Any]] = [
+        {
+            "file": hit.source,
+            "page": hit.chunk.page,
+            "score": round(hit.score, 4),
+            "retrievers": list(hit.retrievers),
+            "text": hit.chunk.text,
+        }
         for hit in hits
     ]
     if args.json:

@@ -1,0 +1,1 @@
+"""Ingestion: find files, load them into pages, chunk, embed and store them."""

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.config import AppConfig, env_var_names, load_config, parse_assignments
+from rag.errors import ConfigError
+
+
+def test_defaults_need_no_file_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(environ={})
+    assert config == AppConfig()
+    assert config.kb_dir == Path("kb")
+    assert config.embedding.model == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    file = tmp_path / "rag.toml"
+    file.write_text(
+        'kb_dir = "from-file"\n[chunking]\nchunk_tokens = 100\noverlap_tokens = 10\n[embedding]\nbatch_size = 8\n'
+    )
+    env = {"RAG_KB_DIR": "from-env", "RAG_EMBEDDING_BATCH_SIZE": "16"}
+    config = load_config(file, {"kb_dir": "from-flag"}, environ=env)
+    assert config.kb_dir == Path("from-flag")
+    assert config.embedding.batch_size == 16
+    assert config.chunking.chunk_tokens == 100
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    file = tmp_path / "elsewhere.toml"
+    file.write_text("[index]\nkind = 'hnsw'\n")
+    assert load_config(environ={"RAG_CONFIG": str(file)}).index.kind == "hnsw"
+
+
+def test_error_names_field_value_and_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"RAG_EMBEDDING_BATCH_SIZE": "-3"})
+    message = str(caught.value)
+    assert "embedding.batch_size" in message
+    assert "'-3'" in message
+    assert "RAG_EMBEDDING_BATCH_SIZE" in message
+
+
+def test_bad_choice_from_flag_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"index\.kind.*'annoy'.*command-line setting index\.kind"):
+        load_config(overrides={"index.kind": "annoy"}, environ={})
+
+
+def test_unknown_setting_in_file_is_an_error(tmp_path: Path) -> None:
+    file = tmp_path / "rag.toml"
+    file.write_text("[chunking]\nchunk_size = 100\n")
+    with pytest.raises(ConfigError, match=r"chunking\.chunk_size: unknown setting"):
+        load_config(file, environ={})
+
+
+def test_unknown_environment_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="RAG_EMBEDING_MODEL"):
+        load_config(environ={"RAG_EMBEDING_MODEL": "x"})
+
+
+def test_overlap_must_be_smaller_than_chunk() -> None:
+    with pytest.raises(ConfigError, match="overlap_tokens"):
+        load_config(overrides={"chunking.chunk_tokens": 32, "chunking.overlap_tokens": 32}, environ={})
+
+
+def test_missing_explicit_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("kb_dir = \n")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(bad, environ={})
+
+
+def test_env_names_cover_every_field() -> None:
+    names = env_var_names()
+    assert names["RAG_KB_DIR"] == ("kb_dir",)
+    assert names["RAG_INGEST_WORKERS"] == ("ingest", "workers")
+    assert names["RAG_INDEX_HNSW_EF_SEARCH"] == ("index", "hnsw_ef_search")
+
+
+def test_parse_assignments() -> None:
+    assert parse_assignments(["a.b=1", " c = x=y "]) == {"a.b": "1", "c": "x=y"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_assignments(["novalue"])

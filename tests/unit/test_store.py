@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.chunking import chunk_pages
+from rag.config import AppConfig
+from rag.errors import KnowledgeBaseLockedError, KnowledgeBaseNotFoundError, ManifestMismatchError
+from rag.store import KnowledgeBase, KnowledgeBaseWriter, document_id_for, index_file_name
+from rag.types import Document, Page
+from tests.fakes import FakeEmbedder
+
+EMBEDDER = FakeEmbedder()
+
+
+def _config(tmp_path: Path, model: str = "fake/hashing-64") -> AppConfig:
+    return AppConfig.model_validate({"kb_dir": tmp_path / "kb", "embedding": {"model": model}})
+
+
+def _put(writer: KnowledgeBaseWriter, source: str, text: str) -> list[int]:
+    doc_id = document_id_for(source)
+    pages = (Page(1, text),)
+    chunks = chunk_pages(doc_id, f"hash-{text}", pages, EMBEDDER.tokenizer, AppConfig().chunking)
+    document = Document(doc_id, source, f"hash-{text}", "text/plain", source, 1, len(text), 0, "now")
+    writer.put_document(document, pages, chunks, EMBEDDER.embed_documents([c.text for c in chunks]))
+    return [c.id for c in chunks]
+
+
+def test_readers_see_only_committed_state(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        _put(writer, "/a.txt", "apples grow on trees")
+        writer.commit()
+        with KnowledgeBase.open(config.kb_dir, config) as reader:
+            assert reader.stats().documents == 1
+            _put(writer, "/b.txt", "bananas are yellow")  # staged, not committed
+            assert reader.stats().documents == 1
+            assert len(reader.load_index(config)) == 1
+            assert reader.consistency_problems(config) == []
+            writer.commit()
+            assert reader.stats().documents == 2
+            assert len(reader.load_index(config)) == 2
+            assert reader.consistency_problems(config) == []
+
+
+def test_uncommitted_work_is_discarded_and_orphan_index_files_removed(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        kept = _put(writer, "/a.txt", "apples grow on trees")
+        writer.commit()
+        _put(writer, "/b.txt", "bananas are yellow")
+        # A crash between writing the next index file and the SQLite commit:
+        writer.index.write(config.kb_dir / index_file_name(writer.manifest.generation + 1))
+    files = sorted(p.name for p in config.kb_dir.glob("index-*.faiss"))
+    assert len(files) == 2  # the orphan is still there until the next writer opens
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64):
+        pass
+    assert [p.name for p in config.kb_dir.glob("index-*.faiss")] == [index_file_name(1)]
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        assert reader.consistency_problems(config) == []
+        assert sorted(reader.load_index(config).ids().tolist()) == sorted(kept)
+
+
+def test_replacing_a_document_replaces_its_chunks_and_vectors(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        old = _put(writer, "/a.txt", "first version of the file")
+        writer.commit()
+        new = _put(writer, "/a.txt", "second version, rewritten")
+        writer.commit()
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        ids = set(reader.load_index(config).ids().tolist())
+        assert ids == set(new) and not ids & set(old)
+        assert [c.text for c, _ in reader.all_chunks()] == ["second version, rewritten"]
+        assert reader.consistency_problems(config) == []
+
+
+def test_search_returns_chunks_with_sources(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        _put(writer, "/fruit.txt", "apples and pears are fruit")
+        _put(writer, "/cars.txt", "engines wheels and brakes")
+        writer.commit()
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        hits = reader.search(reader.load_index(config), EMBEDDER.embed_queries(["brakes and wheels"]), 2)[0]
+    assert [h.source for h in hits] == ["/cars.txt", "/fruit.txt"]
+    assert hits[0].score > hits[1].score and hits[0].retrievers == ("dense",)
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with (
+        KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64),
+        pytest.raises(KnowledgeBaseLockedError, match="another process"),
+    ):
+        KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64)
+    KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64).close()
+
+
+def test_model_mismatch_is_refused_with_reindex_hint(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        _put(writer, "/a.txt", "text")
+        writer.commit()
+    other = _config(tmp_path, model="other/model")
+    with pytest.raises(ManifestMismatchError, match=r"rag ingest --reindex"):
+        KnowledgeBase.open(config.kb_dir, other)
+    with pytest.raises(ManifestMismatchError, match="fake/hashing-64"):
+        KnowledgeBaseWriter.open(config.kb_dir, other, dimension=32)
+    changed_chunking = AppConfig.model_validate(
+        {"kb_dir": config.kb_dir, "embedding": {"model": "fake/hashing-64"}, "chunking": {"chunk_tokens": 99}}
+    )
+    with pytest.raises(ManifestMismatchError, match="chunk_tokens"):
+        KnowledgeBaseWriter.open(config.kb_dir, changed_chunking, dimension=64)
+
+
+def test_missing_knowledge_base_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(KnowledgeBaseNotFoundError, match=r"rag ingest PATH --kb"):
+        KnowledgeBase.open(tmp_path / "nothing")
+
+
+def test_reindex_keeps_old_state_until_commit(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        _put(writer, "/a.txt", "text")
+        writer.commit()
+    other = _config(tmp_path, model="other/model")
+    writer = KnowledgeBaseWriter.open(config.kb_dir, other, dimension=32, reindex=True)
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        assert reader.manifest.embedding_model == "fake/hashing-64"
+        assert reader.stats().chunks == 1
+    writer.close()  # abandoned: nothing changes
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        assert reader.consistency_problems(config) == []
+        assert len(reader.load_index(config)) == 1
+        assert np.asarray(reader.load_index(config).ids()).size == 1
