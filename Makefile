@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 KB ?= kb
 SAMPLES ?= samples
 PYTEST_ARGS ?=
+CODE := $(wildcard rag ingest ui eval tests bench)
 
 .PHONY: install run test lint typecheck unit integration bench-ingest clean
 
@@ -33,8 +34,8 @@ test: install lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check rag ingest ui eval tests bench
-	$(BIN)/ruff format --check rag ingest ui eval tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 typecheck: install
 	$(BIN)/mypy
