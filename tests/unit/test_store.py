@@ -28,6 +28,14 @@ def _put(writer: KnowledgeBaseWriter, source: str, text: str) -> list[int]:
     return [c.id for c in chunks]
 
 
+def _one_document_kb(tmp_path: Path) -> AppConfig:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        _put(writer, "/a.txt", "text")
+        writer.commit()
+    return config
+
+
 def test_readers_see_only_committed_state(tmp_path: Path) -> None:
     config = _config(tmp_path)
     with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
@@ -100,10 +108,7 @@ def test_one_writer_at_a_time(tmp_path: Path) -> None:
 
 
 def test_model_mismatch_is_refused_with_reindex_hint(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
-        _put(writer, "/a.txt", "text")
-        writer.commit()
+    config = _one_document_kb(tmp_path)
     other = _config(tmp_path, model="other/model")
     with pytest.raises(ManifestMismatchError, match=r"rag ingest --reindex"):
         KnowledgeBase.open(config.kb_dir, other)
@@ -122,10 +127,7 @@ def test_missing_knowledge_base_says_how_to_create_one(tmp_path: Path) -> None:
 
 
 def test_reindex_keeps_old_state_until_commit(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
-        _put(writer, "/a.txt", "text")
-        writer.commit()
+    config = _one_document_kb(tmp_path)
     other = _config(tmp_path, model="other/model")
     writer = KnowledgeBaseWriter.open(config.kb_dir, other, dimension=32, reindex=True)
     with KnowledgeBase.open(config.kb_dir, config) as reader:
