@@ -35,19 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from rag.config import AppConfig, ChunkingConfig
+from rag.config import AppConfig
 from rag.errors import (
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
     KnowledgeBaseNotFoundError,
-    ManifestMismatchError,
 )
 from rag.index import FaissIndex, Vectors
+from rag.manifest import FORMAT_VERSION, Manifest
 from rag.types import Chunk, Document, Page, ScoredChunk
 
-FORMAT_VERSION = 1
 DB_NAME = "kb.sqlite"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
@@ -115,45 +114,6 @@ def index_file_name(generation: int) -> str:
 def document_id_for(source: str) -> str:
     """A document's id: stable for its path, so an edited file keeps its id."""
     return hashlib.sha256(source.encode()).hexdigest()[:20]
-
-
-class Manifest(BaseModel):
-    """What a knowledge base was built with. Opening checks it against the configuration."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    format_version: int
-    embedding_model: str
-    dimension: int
-    normalized: bool = True
-    metric: str = "inner_product"
-    chunk_tokens: int
-    overlap_tokens: int
-    index_kind: str
-    index_structure: str
-    generation: int = 0
-    documents: int = 0
-    chunks: int = 0
-    updated_at: str = ""
-
-    def check_embedding(self, model_id: str, directory: Path) -> None:
-        if model_id != self.embedding_model:
-            raise ManifestMismatchError(
-                f"knowledge base {directory} was built with embedding model "
-                f"{self.embedding_model!r}, but the configuration asks for {model_id!r}. "
-                f"Re-index it with `rag ingest --reindex --kb {directory}`, or set "
-                f"embedding.model back to {self.embedding_model!r}."
-            )
-
-    def check_chunking(self, chunking: ChunkingConfig, directory: Path) -> None:
-        built = (self.chunk_tokens, self.overlap_tokens)
-        if built != (chunking.chunk_tokens, chunking.overlap_tokens):
-            raise ManifestMismatchError(
-                f"knowledge base {directory} was chunked with chunk_tokens={built[0]}, "
-                f"overlap_tokens={built[1]}, but the configuration asks for "
-                f"{chunking.chunk_tokens}/{chunking.overlap_tokens}. Re-index it with "
-                f"`rag ingest --reindex --kb {directory}` so every document is chunked alike."
-            )
 
 
 @dataclass(frozen=True, slots=True)
