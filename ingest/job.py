@@ -327,7 +327,7 @@ def run_ingest(
                     job.unchanged(known, load)
                 else:
                     job.accept(load, known)
-            job.flush(commit=True)
+            job.flush(commit=False)
 
             if prune:
                 for source, document in stored.items():
@@ -336,7 +336,7 @@ def run_ingest(
                         writer.record_file(job.run_id, source, "removed")
                         job.summary.removed += 1
                         reporter.file_done(FileEvent(source, "removed"))
-                writer.commit()
+            writer.commit(keyword=True)
         finally:
             reporter.finish()
 

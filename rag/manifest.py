@@ -31,6 +31,7 @@ class Manifest(BaseModel):
     index_kind: str
     index_structure: str
     generation: int = 0
+    keyword_generation: int = -1  # the generation the BM25 index was built for
     documents: int = 0
     chunks: int = 0
     updated_at: str = ""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from rag.errors import (
     KnowledgeBaseNotFoundError,
 )
 from rag.index import FaissIndex, Vectors
+from rag.keyword import Bm25Index
 from rag.manifest import FORMAT_VERSION, Manifest
 from rag.types import Chunk, Document, Page, ScoredChunk
 
@@ -51,6 +53,7 @@ DB_NAME = "kb.sqlite"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
 INDEX_GLOB = "index-*.faiss"
+KEYWORD_GLOB = "bm25-*"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,6 +112,10 @@ def utc_now() -> str:
 
 def index_file_name(generation: int) -> str:
     return f"index-{generation:08d}.faiss"
+
+
+def keyword_dir_name(generation: int) -> str:
+    return f"bm25-{generation:08d}"
 
 
 def document_id_for(source: str) -> str:
@@ -239,6 +246,26 @@ class KnowledgeBase:
         """The index of the committed generation, consistent with the SQLite rows."""
         with self._indexed_snapshot(config) as (_, index):
             return index
+
+    def load_indexes(self, config: AppConfig) -> tuple[FaissIndex, Bm25Index]:
+        """The dense and keyword indexes of one committed generation.
+
+        When the keyword index on disk is older than the generation (an ingest is running, or
+        was killed, and has not reached its last commit), it is built in memory from the same
+        snapshot's chunks, so both indexes always describe the same chunks.
+        """
+        with self._indexed_snapshot(config) as (db, index):
+            manifest = self.manifest
+            keyword: Bm25Index | None = None
+            if manifest.keyword_generation == manifest.generation:
+                try:
+                    keyword = Bm25Index.read(self.directory / keyword_dir_name(manifest.generation))
+                except (OSError, ValueError):
+                    keyword = None  # a writer moved on and removed it after our snapshot began
+            if keyword is None:
+                rows = db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+                keyword = Bm25Index.build([row[0] for row in rows], [row[1] for row in rows])
+            return index, keyword
 
     @contextmanager
     def _indexed_snapshot(self, config: AppConfig) -> Iterator[tuple[sqlite3.Connection, FaissIndex]]:
@@ -418,7 +445,7 @@ class KnowledgeBaseWriter:
                     f"reads format {FORMAT_VERSION}. Ingest into a new directory."
                 )
             generation = stored.generation if stored is not None else 0
-            _remove_stale_index_files(directory, keep=generation if stored is not None else None)
+            _remove_stale_files(directory, stored)
             connection.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             if stored is None or reindex:
                 index = FaissIndex.create(dimension, config.index)
@@ -433,6 +460,7 @@ class KnowledgeBaseWriter:
                 index_kind=config.index.kind,
                 index_structure=index.structure,
                 generation=generation,
+                keyword_generation=stored.keyword_generation if stored is not None and not reindex else -1,
             )
             connection.execute("BEGIN IMMEDIATE")
             writer = cls(directory, connection, lock, manifest, index)
@@ -554,19 +582,30 @@ class KnowledgeBaseWriter:
         self._db.execute("DELETE FROM pages WHERE document_id = ?", (document_id,))
         self._db.execute("DELETE FROM documents WHERE id = ?", (document_id,))
 
-    def commit(self) -> None:
-        """Make everything since the last commit visible, atomically (see the module doc)."""
-        if not self._dirty:
-            return
+    def commit(self, *, keyword: bool = False) -> None:
+        """Make everything since the last commit visible, atomically (see the module doc).
+
+        ``keyword`` also rebuilds the BM25 index for the committed chunks: the ingestion job
+        asks for it on a run's last commit only, since it costs a pass over every chunk.
+        """
         generation = self.manifest.generation
         if self._index_changed or generation == 0:
             generation += 1
+        rebuild_keyword = keyword and self.manifest.keyword_generation != generation
+        if not (self._dirty or rebuild_keyword):
+            return
+        if generation != self.manifest.generation:
             self.index.write(self.directory / index_file_name(generation))
+        keyword_generation = self.manifest.keyword_generation
+        if rebuild_keyword:
+            self._write_keyword_index(generation)
+            keyword_generation = generation
         documents = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         manifest = self.manifest.model_copy(
             update={
                 "generation": generation,
+                "keyword_generation": keyword_generation,
                 "documents": documents,
                 "chunks": chunks,
                 "index_structure": self.index.structure,
@@ -580,8 +619,17 @@ class KnowledgeBaseWriter:
         self.manifest = manifest
         self._dirty = self._index_changed = False
         _write_text_atomic(self.directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
-        _remove_stale_index_files(self.directory, keep=generation)
+        _remove_stale_files(self.directory, manifest)
         self._db.execute("BEGIN IMMEDIATE")
+
+    def _write_keyword_index(self, generation: int) -> None:
+        rows = self._db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+        target = self.directory / keyword_dir_name(generation)
+        temporary = target.with_name(target.name + ".tmp")
+        for stale in (temporary, target):
+            shutil.rmtree(stale, ignore_errors=True)
+        Bm25Index.build([row[0] for row in rows], [row[1] for row in rows]).write(temporary)
+        temporary.rename(target)
 
 
 def _acquire_lock(directory: Path) -> Any:
@@ -596,10 +644,17 @@ def _acquire_lock(directory: Path) -> Any:
     return handle
 
 
-def _remove_stale_index_files(directory: Path, keep: int | None) -> None:
-    keep_name = index_file_name(keep) if keep is not None else None
-    for path in directory.glob(INDEX_GLOB + "*"):
-        if path.name != keep_name:
+def _remove_stale_files(directory: Path, manifest: Manifest | None) -> None:
+    """Delete index files and keyword folders that the committed manifest does not name."""
+    keep = set()
+    if manifest is not None:
+        keep = {index_file_name(manifest.generation), keyword_dir_name(manifest.keyword_generation)}
+    for path in [*directory.glob(INDEX_GLOB + "*"), *directory.glob(KEYWORD_GLOB)]:
+        if path.name in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
 
 

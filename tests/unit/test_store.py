@@ -8,7 +8,7 @@ import pytest
 from ingest.chunking import chunk_pages
 from rag.config import AppConfig
 from rag.errors import KnowledgeBaseLockedError, KnowledgeBaseNotFoundError, ManifestMismatchError
-from rag.store import KnowledgeBase, KnowledgeBaseWriter, document_id_for, index_file_name
+from rag.store import KnowledgeBase, KnowledgeBaseWriter, document_id_for, index_file_name, keyword_dir_name
 from rag.types import Document, Page
 from tests.fakes import FakeEmbedder
 
@@ -138,3 +138,22 @@ def test_reindex_keeps_old_state_until_commit(tmp_path: Path) -> None:
         assert reader.consistency_problems(config) == []
         assert len(reader.load_index(config)) == 1
         assert np.asarray(reader.load_index(config).ids()).size == 1
+
+
+def test_keyword_index_always_describes_the_committed_chunks(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        apples = _put(writer, "/a.txt", "apples grow on trees")
+        writer.commit(keyword=True)
+        assert (config.kb_dir / keyword_dir_name(1)).is_dir()
+        with KnowledgeBase.open(config.kb_dir, config) as reader:
+            _, keyword = reader.load_indexes(config)
+            assert [cid for cid, _ in keyword.search("apple trees", 5)] == apples
+            bananas = _put(writer, "/b.txt", "bananas are yellow")
+            writer.commit()  # an intermediate commit: the BM25 files on disk are one generation old
+            _, keyword = reader.load_indexes(config)
+            assert [cid for cid, _ in keyword.search("yellow bananas", 5)] == bananas
+            writer.commit(keyword=True)
+            assert sorted(p.name for p in config.kb_dir.glob("bm25-*")) == [keyword_dir_name(2)]
+            _, keyword = reader.load_indexes(config)
+            assert len(keyword) == 2 and [cid for cid, _ in keyword.search("bananas", 5)] == bananas

@@ -1,0 +1,76 @@
+"""Keyword search (BM25, by bm25s) over the chunks of a knowledge base, keyed by chunk id.
+
+Text is lower-cased, split into words, stripped of English stop words and stemmed (Snowball,
+via PyStemmer), the usual BM25 set-up of the BEIR baselines. bm25s builds a sparse index that
+is not updated in place; the store rebuilds it from the chunk table when a run ends (see
+``rag/store.py``), which costs little beside embedding the same chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+import numpy.typing as npt
+import Stemmer
+
+Ids = npt.NDArray[np.int64]
+_IDS_FILE = "chunk_ids.npy"
+_META_FILE = "keyword.json"
+
+
+def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
+    tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+    return [list(words) for words in tokens]
+
+
+class Bm25Index:
+    """An immutable BM25 index over chunk texts. Build with :meth:`build`, persist with :meth:`write`."""
+
+    def __init__(self, bm25: Any, chunk_ids: Ids) -> None:
+        self._bm25 = bm25
+        self._ids = chunk_ids
+        self._stemmer = Stemmer.Stemmer("english")
+
+    @classmethod
+    def build(cls, chunk_ids: Sequence[int], texts: Sequence[str]) -> Bm25Index:
+        bm25 = bm25s.BM25()
+        if texts:
+            bm25.index(_tokenize(texts, Stemmer.Stemmer("english")), show_progress=False)
+        return cls(bm25, np.asarray(chunk_ids, dtype=np.int64))
+
+    @classmethod
+    def read(cls, directory: Path) -> Bm25Index:
+        ids = np.load(directory / _IDS_FILE)
+        if len(ids) == 0:
+            return cls(bm25s.BM25(), ids)
+        return cls(bm25s.BM25.load(str(directory), show_progress=False), ids)
+
+    def write(self, directory: Path) -> None:
+        """Write into ``directory`` (created; the caller renames it into place atomically)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if len(self._ids):
+            self._bm25.save(str(directory), show_progress=False)
+        np.save(directory / _IDS_FILE, self._ids)
+        (directory / _META_FILE).write_text(json.dumps({"chunks": len(self._ids), "stemmer": "english"}))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """Top ``k`` ``(chunk_id, score)`` pairs, best first; chunks sharing no term are left out."""
+        if len(self._ids) == 0 or k <= 0:
+            return []
+        tokens = _tokenize([query], self._stemmer)
+        if not tokens[0]:
+            return []
+        documents, scores = self._bm25.retrieve(tokens, k=min(k, len(self._ids)), show_progress=False, n_threads=0)
+        return [
+            (int(self._ids[position]), float(score))
+            for position, score in zip(documents[0], scores[0], strict=True)
+            if score > 0
+        ]
