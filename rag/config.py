@@ -25,6 +25,7 @@ ENV_PREFIX = "RAG_"
 CONFIG_FILE_ENV = "RAG_CONFIG"
 DEFAULT_CONFIG_FILE = Path("rag.toml")
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class _Section(BaseModel):
@@ -81,14 +82,55 @@ class IngestConfig(_Section):
     max_file_mb: float = Field(256.0, gt=0, description="Larger files are reported and skipped.")
 
 
+class RetrievalConfig(_Section):
+    """How passages are found for a question."""
+
+    mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="hybrid: dense and BM25, fused.")
+    top_k: int = Field(5, gt=0, le=100, description="Passages given to the model.")
+    candidates: int = Field(50, gt=0, description="Hits taken from each retriever before fusion.")
+    rrf_k: int = Field(60, ge=0, description="Reciprocal rank fusion constant (Cormack et al., 2009).")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
+    keyword_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
+    reranker_model: str | None = Field(
+        None, description="A sentence-transformers CrossEncoder (hub id or folder); none by default."
+    )
+    rerank_candidates: int = Field(20, gt=0, description="Fused hits the reranker rescores.")
+
+
+class GeneratorConfig(_Section):
+    """The language model that writes answers, served by vLLM."""
+
+    model: str = Field(
+        DEFAULT_GENERATOR_MODEL,
+        description="Hub id or local folder. The default is converted offline by `make install`.",
+    )
+    max_model_len: int = Field(2048, ge=256, description="Context length: prompt plus answer, in tokens.")
+    max_answer_tokens: int = Field(256, gt=0, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0, le=2)
+    dtype: str = Field("auto", description="auto: float32 on a CPU (twice bfloat16's speed there), else bfloat16.")
+    enforce_eager: bool | None = Field(None, description="None: eager on a CPU (no 5-minute compile), graphs on a GPU.")
+    kv_cache_gib: float = Field(2.0, gt=0, description="Paged KV cache size on a CPU (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    host: str = Field("127.0.0.1", description="Where `rag model start` binds the OpenAI-compatible server.")
+    port: int = Field(8000, gt=0, lt=65536)
+    startup_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the server to be healthy.")
+    request_timeout_s: float = Field(300.0, gt=0)
+
+
 class AppConfig(_Section):
     """Everything the product can be configured with. Build it with :func:`load_config`."""
 
     kb_dir: Path = Field(Path("kb"), description="The knowledge base directory.")
+    data_dir: Path = Field(
+        Path.home() / ".local" / "share" / "rag-kb",
+        description="Provisioned models, the model server's pid file and log.",
+    )
     embedding: EmbeddingConfig = EmbeddingConfig()
     chunking: ChunkingConfig = ChunkingConfig()
     index: IndexConfig = IndexConfig()
     ingest: IngestConfig = IngestConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    generator: GeneratorConfig = GeneratorConfig()
 
 
 def env_var_names() -> dict[str, tuple[str, ...]]:
@@ -145,6 +187,25 @@ def load_config(
         return AppConfig.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
+
+
+def vllm_cpu_environment(config: AppConfig) -> dict[str, str]:
+    """Environment for vLLM's CPU backend: compute on every core, KV cache from the configuration.
+
+    vLLM reads these itself when its engine starts; by default it keeps one core for its front
+    end, which halves the speed of a 2-core machine (PLATFORM.md).
+    """
+    cores = os.cpu_count() or 1
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": f"{config.generator.kv_cache_gib:g}",
+    }
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``, for a child process such as the model server."""
+    return {**os.environ, **extra}
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:

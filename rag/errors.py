@@ -50,3 +50,11 @@ class DocumentLoadError(RagError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class QuestionTooLongError(RagError):
+    """The question alone does not fit the generator's context."""
+
+
+class GeneratorUnavailableError(RagError):
+    """The model server is down, still starting, or answered with an error."""

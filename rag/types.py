@@ -83,3 +83,40 @@ class ScoredChunk:
     source: str
     score: float
     retrievers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """One ``[n]`` of an answer, checked against passage ``n`` and located in its page.
+
+    ``start``/``end`` are character offsets in the page's text (the same offsets as a
+    chunk's span), ``quote`` the words there, ``support`` the share of the citing sentence's
+    content words that the quote contains (0 to 1), ``sentence`` the citing sentence.
+    """
+
+    n: int
+    chunk_id: int
+    file: str
+    title: str
+    page: int | None
+    page_label: str | None
+    start: int
+    end: int
+    quote: str
+    support: float
+    sentence: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A question's answer with everything that produced it (for the page, the CLI and evaluation)."""
+
+    question: str
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...]
+    retrieved: tuple[ScoredChunk, ...]
+    model: str
+    timings: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    prompt: str = ""
+    raw_output: str = ""

@@ -20,8 +20,13 @@ from rich.console import Console
 
 from rag.config import AppConfig, load_config, parse_assignments
 from rag.errors import RagError
+from rag.types import Answer, ScoredChunk
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
+
+
+class UsageError(RagError):
+    """The command line was used wrongly."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", metavar="QUERY")
     search.add_argument("-k", type=int, default=5, help="how many passages (default 5)")
     search.add_argument("--json", action="store_true", help="print a JSON list, best first")
+
+    ask = commands.add_parser("ask", parents=[common], help="answer a question, with citations")
+    ask.add_argument("question", nargs="?", metavar="QUESTION")
+    ask.add_argument("--json", action="store_true", help="print the Answer record as JSON")
+    ask.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    ask.add_argument(
+        "--batch",
+        type=Path,
+        metavar="FILE",
+        help="answer every question in FILE (one per line, or JSONL with a 'question' field) with in-process vLLM",
+    )
+
+    model = commands.add_parser("model", parents=[common], help="the vLLM model server (OpenAI-compatible, loopback)")
+    model.add_argument("action", choices=["start", "stop", "status", "provision"])
+    model.add_argument("--port", type=int, help="port to serve on (default: generator.port)")
     return parser
 
 
@@ -65,7 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     try:
         config = _config_from(args)
-        handler = {"ingest": cmd_ingest, "info": cmd_info, "search": cmd_search}[args.command]
+        handler = {
+            "ingest": cmd_ingest,
+            "info": cmd_info,
+            "search": cmd_search,
+            "ask": cmd_ask,
+            "model": cmd_model,
+        }[args.command]
         return handler(args, config, err)
     except RagError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
@@ -166,35 +192,170 @@ def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     return EXIT_OK
 
 
+def _hit_row(hit: ScoredChunk) -> dict[str, Any]:
+    return {
+        "file": hit.source,
+        "page": hit.chunk.page,
+        "score": round(hit.score, 4),
+        "retrievers": list(hit.retrievers),
+        "text": hit.chunk.text,
+    }
+
+
+def _where(file: str, page: int | None) -> str:
+    return file + (f", page {page}" if page is not None else "")
+
+
 def cmd_search(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     from rag.embedder import SentenceTransformerEmbedder
+    from rag.retriever import build_retriever
     from rag.store import KnowledgeBase
 
     with KnowledgeBase.open(config.kb_dir, config) as kb:
         embedder = SentenceTransformerEmbedder(config.embedding)
         embedder.load()
-        index = kb.load_index(config)
-        hits = kb.search(index, embedder.embed_queries([args.query]), args.k)[0]
-    rows: list[dict[str, Any]] = [
-        {
-            "file": hit.source,
-            "page": hit.chunk.page,
-            "score": round(hit.score, 4),
-            "retrievers": list(hit.retrievers),
-            "text": hit.chunk.text,
-        }
-        for hit in hits
-    ]
+        hits = build_retriever(config, kb, embedder).retrieve(args.query, args.k)
+    rows = [_hit_row(hit) for hit in hits]
     if args.json:
         _print_json(rows)
         return EXIT_OK
     if not rows:
         print("no passages found")
     for rank, row in enumerate(rows, 1):
-        where = f"{row['file']}" + (f", page {row['page']}" if row["page"] is not None else "")
-        print(f"[{rank}] {where}  (score {row['score']:.3f}, {'+'.join(row['retrievers'])})")
+        print(f"[{rank}] {_where(row['file'], row['page'])}  (score {row['score']:.4f}, {'+'.join(row['retrievers'])})")
         text = " ".join(str(row["text"]).split())
         print(f"    {text[:300]}{'…' if len(text) > 300 else ''}")
+    return EXIT_OK
+
+
+def answer_record(answer: Answer) -> dict[str, Any]:
+    """The ``rag ask --json`` object."""
+    return {
+        "question": answer.question,
+        "answer": answer.text,
+        "abstained": answer.abstained,
+        "citations": [
+            {
+                "n": c.n,
+                "file": c.file,
+                "page": c.page,
+                "start": c.start,
+                "end": c.end,
+                "quote": c.quote,
+                "support": c.support,
+            }
+            for c in answer.citations
+        ],
+        "retrieved": [
+            {"file": h.source, "page": h.chunk.page, "score": round(h.score, 6), "retrievers": list(h.retrievers)}
+            for h in answer.retrieved
+        ],
+        "timings": {k: round(v, 4) for k, v in answer.timings.items()},
+        "model": answer.model,
+    }
+
+
+def _print_answer(answer: Answer, *, body: bool = True) -> None:
+    if body:
+        print(answer.text)
+    if answer.abstained:
+        print("\n(The documents do not answer this.)")
+        if answer.retrieved:
+            print("Closest passages:")
+            for hit in answer.retrieved[:3]:
+                print(f"  - {_where(hit.source, hit.chunk.page)}")
+        return
+    print()
+    for c in answer.citations:
+        quote = " ".join(c.quote.split())
+        print(f"[{c.n}] {_where(c.file, c.page)}: \u201c{quote[:240]}\u201d (support {c.support:.2f})")
+
+
+def _read_questions(path: Path) -> list[str]:
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                questions.append(str(json.loads(line)["question"]))
+            except (ValueError, KeyError):
+                raise UsageError(f"{path}:{number}: expected a JSON object with a 'question' field") from None
+        else:
+            questions.append(line)
+    return questions
+
+
+def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from rag.generator import ServerGenerator, VllmGenerator
+    from rag.models import resolve_generator_location
+    from rag.pipeline import AnswerDelta, build_pipeline
+    from rag.server import ModelServer
+    from rag.store import KnowledgeBase
+
+    if (args.question is None) == (args.batch is None):
+        raise UsageError("give either a QUESTION or --batch FILE")
+    if args.batch is not None:
+        questions = _read_questions(args.batch)
+        local = VllmGenerator(config, resolve_generator_location(config))
+        pipeline = build_pipeline(config, local)
+        err.print(f"starting vLLM in-process for {len(questions)} questions…")
+        local.load()
+        answers = pipeline.answer_many(questions)
+        if args.json:
+            _print_json([answer_record(a) for a in answers])
+        else:
+            for each in answers:
+                print(f"Q: {each.question}")
+                _print_answer(each)
+                print()
+        return EXIT_OK
+
+    KnowledgeBase.open(config.kb_dir, config).close()  # fail fast, before starting a server
+    server = ModelServer(config)
+    status = server.status()
+    if not status.healthy:
+        err.print("starting the model server (about a minute on a CPU; `rag model stop` stops it)…")
+        status = server.start(wait=True)
+    assert status.state is not None
+    pipeline = build_pipeline(config, ServerGenerator(config, status.state.base_url))
+    if args.stream and not args.json:
+        final: Answer | None = None
+        for event in pipeline.stream(args.question):
+            if isinstance(event, AnswerDelta):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            else:
+                final = event
+        assert final is not None
+        print()
+        _print_answer(final, body=False)
+        return EXIT_OK
+    answer = pipeline.answer(args.question)
+    if args.json:
+        _print_json(answer_record(answer))
+    else:
+        _print_answer(answer)
+    return EXIT_OK
+
+
+def cmd_model(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from rag.models import provision_default_generator
+    from rag.server import ModelServer
+
+    server = ModelServer(config)
+    if args.action == "provision":
+        print(f"default generator ready at {provision_default_generator(config)}")
+    elif args.action == "start":
+        err.print("starting the model server…")
+        print(server.start(wait=True, port=args.port).describe())
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "no model server was running")
+    else:
+        status = server.status()
+        print(status.describe())
+        return EXIT_OK if status.healthy else EXIT_PARTIAL
     return EXIT_OK
 
 

@@ -1,0 +1,152 @@
+"""Generators behind one Protocol: vLLM in-process (batched) and vLLM's OpenAI-compatible server.
+
+- :class:`VllmGenerator` runs ``vllm.LLM`` in this process and takes all prompts in one call:
+  paged attention batches them, which is what makes evaluation and ``rag ask --batch`` fast.
+  vLLM starts its engine in a spawned process, so a script that builds one needs the
+  ``if __name__ == "__main__":`` guard.
+- :class:`ServerGenerator` talks to a running server through LangChain's ``ChatOpenAI`` and
+  streams tokens: the web page and ``rag ask`` use it.
+
+Both take prompts built by :class:`rag.prompt.PromptBuilder`, already sized to the context.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rag.config import AppConfig, vllm_cpu_environment
+from rag.errors import GeneratorUnavailableError, ModelLoadError
+from rag.prompt import Prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    text: str
+    completion_tokens: int
+    finish_reason: str | None
+    seconds: float
+
+
+class Generator(Protocol):
+    @property
+    def model_id(self) -> str: ...
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        """One generation per prompt, in order."""
+        ...
+
+    def stream(self, prompt: Prompt) -> Iterator[str]:
+        """The answer to one prompt, piece by piece as it is produced."""
+        ...
+
+
+def engine_settings(config: AppConfig, has_gpu: bool) -> dict[str, Any]:
+    """vLLM engine arguments for this machine: float32 and eager on a CPU (PLATFORM.md)."""
+    generator = config.generator
+    settings: dict[str, Any] = {
+        "dtype": generator.dtype if generator.dtype != "auto" else ("auto" if has_gpu else "float32"),
+        "enforce_eager": generator.enforce_eager if generator.enforce_eager is not None else not has_gpu,
+        "max_model_len": generator.max_model_len,
+        "enable_prefix_caching": True,
+    }
+    if has_gpu:
+        settings["gpu_memory_utilization"] = generator.gpu_memory_utilization
+    return settings
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class VllmGenerator:
+    """``vllm.LLM`` in this process. Cheap to build; :meth:`load` starts the engine (about 50 s on a CPU)."""
+
+    def __init__(self, config: AppConfig, location: str) -> None:
+        self._config = config
+        self._location = location
+        self._llm: Any = None
+
+    @property
+    def model_id(self) -> str:
+        return self._config.generator.model
+
+    def load(self) -> None:
+        if self._llm is not None:
+            return
+        gpu = has_cuda()
+        if not gpu:
+            # vLLM's CPU backend reads these when its engine process starts (a child of this one).
+            os.environ.update(vllm_cpu_environment(self._config))
+        from vllm import LLM
+
+        try:
+            self._llm = LLM(model=self._location, served_model_name=self.model_id, **engine_settings(self._config, gpu))
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
+            raise ModelLoadError(f"vLLM cannot load {self._location!r}: {str(exc).splitlines()[0]}") from None
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        from vllm import SamplingParams
+
+        if self._llm is None:
+            raise RuntimeError("call load() before generating")
+        params = SamplingParams(
+            temperature=self._config.generator.temperature, max_tokens=self._config.generator.max_answer_tokens
+        )
+        started = time.perf_counter()
+        outputs = self._llm.generate([p.text for p in prompts], params, use_tqdm=False)
+        seconds = time.perf_counter() - started
+        return [
+            Generation(out.outputs[0].text, len(out.outputs[0].token_ids), out.outputs[0].finish_reason, seconds)
+            for out in outputs
+        ]
+
+    def stream(self, prompt: Prompt) -> Iterator[str]:
+        # The offline engine returns whole answers; one piece is the honest stream.
+        yield self.generate([prompt])[0].text
+
+
+class ServerGenerator:
+    """A client of vLLM's OpenAI-compatible server (``rag model start``), through LangChain."""
+
+    def __init__(self, config: AppConfig, base_url: str) -> None:
+        from langchain_openai import ChatOpenAI
+
+        self._config = config
+        self._chat = ChatOpenAI(
+            model=config.generator.model,
+            base_url=base_url,
+            api_key="unused",  # vLLM serves without a key on loopback
+            temperature=config.generator.temperature,
+            max_completion_tokens=config.generator.max_answer_tokens,
+            timeout=config.generator.request_timeout_s,
+            max_retries=0,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._config.generator.model
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        return [self._one(prompt) for prompt in prompts]
+
+    def _one(self, prompt: Prompt) -> Generation:
+        started = time.perf_counter()
+        pieces = list(self.stream(prompt))
+        return Generation("".join(pieces), len(pieces), None, time.perf_counter() - started)
+
+    def stream(self, prompt: Prompt) -> Iterator[str]:
+        try:
+            for chunk in self._chat.stream(list(prompt.messages)):
+                if isinstance(chunk.content, str) and chunk.content:
+                    yield chunk.content
+        except Exception as exc:  # noqa: BLE001 - the client raises many transport types
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise GeneratorUnavailableError(
+                f"the model server did not answer ({type(exc).__name__}: {detail}); check it with `rag model status`"
+            ) from None

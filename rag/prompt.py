@@ -1,0 +1,136 @@
+"""The prompt: fixed instructions first, then numbered passages, then the question.
+
+The instructions come first and never change, so vLLM's prefix cache reuses their KV blocks
+across questions. The prompt is measured in tokens with the served model's own tokenizer and
+chat template: passages that do not fit beside the question and the answer's token budget are
+dropped lowest rank first, so an over-long prompt never reaches the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rag.errors import ModelLoadError, QuestionTooLongError
+from rag.types import ScoredChunk
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered passages given with the question. "
+    "After every sentence of your answer, cite the passages that support it by their numbers "
+    "in square brackets, for example [1] or [2][3]. "
+    "If the passages do not contain the answer, reply exactly: "
+    '"I don\'t know: the documents do not say." '
+    "Keep the answer short.\n\n"
+    "Example.\nPassages:\n\n[1] plant.pdf, page 3\nThe Lyon plant opened in 1998 and employs 300 people.\n\n"
+    "[2] news.md\nThe company sells robots in Europe.\n\n"
+    "Question: When did the Lyon plant open?\n"
+    "Answer: The Lyon plant opened in 1998 [1]."
+)
+ABSTENTION = "I don't know: the documents do not say."
+
+Message = dict[str, str]
+
+
+class ChatTokenizer(Protocol):
+    """The served model's tokenizer and chat template."""
+
+    def count(self, text: str) -> int:
+        """Tokens in ``text`` as the model will see it (no special tokens added)."""
+        ...
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """``messages`` through the chat template, ending where the answer begins."""
+        ...
+
+
+class HuggingFaceChatTokenizer:
+    """A transformers tokenizer with its chat template; loads from the model's folder or hub id."""
+
+    def __init__(self, location: str) -> None:
+        from transformers import AutoTokenizer
+
+        try:
+            self._tok: Any = AutoTokenizer.from_pretrained(location)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
+            raise ModelLoadError(f"tokenizer of {location!r} cannot be loaded: {str(exc).splitlines()[0]}") from None
+
+    def count(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return str(self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt ready for a generator: ``passages[i]`` is the passage numbered ``i + 1``."""
+
+    question: str
+    messages: tuple[Message, ...]
+    text: str
+    token_count: int
+    passages: tuple[ScoredChunk, ...]
+    dropped: int
+
+
+def passage_header(number: int, hit: ScoredChunk) -> str:
+    where = Path(hit.source).name
+    if hit.chunk.page is not None:
+        where += f", page {hit.chunk.page}"
+    return f"[{number}] {where}"
+
+
+def _user_message(question: str, passages: Sequence[ScoredChunk]) -> str:
+    blocks = [f"{passage_header(n, hit)}\n{hit.chunk.text}" for n, hit in enumerate(passages, start=1)]
+    body = "\n\n".join(blocks) if blocks else "(no passages were found)"
+    return f"Passages:\n\n{body}\n\nQuestion: {question}"
+
+
+class PromptBuilder:
+    """Builds prompts that fit ``max_model_len`` with room for ``max_answer_tokens``."""
+
+    def __init__(self, tokenizer: ChatTokenizer, max_model_len: int, max_answer_tokens: int) -> None:
+        self._tokenizer = tokenizer
+        self._budget = max_model_len - max_answer_tokens
+
+    def build(self, question: str, passages: Sequence[ScoredChunk]) -> Prompt:
+        """The prompt with as many of ``passages`` (best first) as fit the token budget.
+
+        Raises :class:`QuestionTooLongError` when the question alone does not fit.
+        """
+        bare = self._render(question, [])
+        if bare[1] > self._budget:
+            raise QuestionTooLongError(
+                f"the question needs {bare[1]} prompt tokens with the instructions, but only "
+                f"{self._budget} fit the model's context beside the answer; shorten the question"
+            )
+        # Estimate each passage's cost once, then confirm by rendering the whole prompt; the
+        # loop only repeats when the template's joins made the estimate a few tokens short.
+        costs = [
+            self._tokenizer.count(f"{passage_header(n, hit)}\n{hit.chunk.text}\n\n")
+            for n, hit in enumerate(passages, 1)
+        ]
+        keep, used = 0, bare[1]
+        while keep < len(passages) and used + costs[keep] <= self._budget:
+            used += costs[keep]
+            keep += 1
+        while True:
+            messages, text, count = self._render_full(question, passages[:keep])
+            if count <= self._budget or keep == 0:
+                break
+            keep -= 1
+        return Prompt(question, messages, text, count, tuple(passages[:keep]), len(passages) - keep)
+
+    def _render(self, question: str, passages: Sequence[ScoredChunk]) -> tuple[str, int]:
+        _, text, count = self._render_full(question, passages)
+        return text, count
+
+    def _render_full(self, question: str, passages: Sequence[ScoredChunk]) -> tuple[tuple[Message, ...], str, int]:
+        messages: tuple[Message, ...] = (
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": _user_message(question, passages)},
+        )
+        text = self._tokenizer.render(messages)
+        return messages, text, self._tokenizer.count(text)

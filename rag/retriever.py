@@ -1,0 +1,149 @@
+"""Finding passages for a question: dense (FAISS), keyword (BM25), fused, optionally reranked.
+
+Every retriever answers ``retrieve(query, k) -> list[ScoredChunk]``, best first. The hybrid one
+fuses the two rankings by weighted reciprocal rank fusion (Cormack, Clarke and Büttcher,
+SIGIR 2009): ``score(c) = sum_r w_r / (rrf_k + rank_r(c))`` with 1-based ranks, which needs no
+score calibration between a cosine similarity and a BM25 score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rag.config import AppConfig, RetrievalConfig
+from rag.embedder import Embedder
+from rag.errors import ModelLoadError
+from rag.index import FaissIndex
+from rag.keyword import Bm25Index
+from rag.store import KnowledgeBase
+from rag.types import ScoredChunk
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+
+class Retriever(Protocol):
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        """The ``k`` best passages for ``query``, best first."""
+        ...
+
+
+class DenseRetriever:
+    """Nearest neighbours of the query's embedding."""
+
+    def __init__(self, kb: KnowledgeBase, index: FaissIndex, embedder: Embedder) -> None:
+        self._kb, self._index, self._embedder = kb, index, embedder
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        return self._kb.search(self._index, self._embedder.embed_queries([query]), k)[0]
+
+
+class KeywordRetriever:
+    """BM25 over the chunk texts."""
+
+    def __init__(self, kb: KnowledgeBase, index: Bm25Index) -> None:
+        self._kb, self._index = kb, index
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        hits = self._index.search(query, k)
+        found = self._kb.chunks(chunk_id for chunk_id, _ in hits)
+        return [
+            ScoredChunk(chunk=found[i][0], source=found[i][1], score=score, retrievers=("bm25",))
+            for i, score in hits
+            if i in found
+        ]
+
+
+def reciprocal_rank_fusion(
+    rankings: Mapping[str, Sequence[ScoredChunk]], weights: Mapping[str, float], rrf_k: int
+) -> list[ScoredChunk]:
+    """Fuse named rankings into one, best first; each hit records every retriever that found it.
+
+    Ties are broken by the order of first appearance, so the result is deterministic.
+    """
+    scores: dict[int, float] = {}
+    found_by: dict[int, list[str]] = {}
+    first_seen: dict[int, ScoredChunk] = {}
+    for name, ranking in rankings.items():
+        weight = weights.get(name, 1.0)
+        for rank, hit in enumerate(ranking, start=1):
+            chunk_id = hit.chunk.id
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (rrf_k + rank)
+            found_by.setdefault(chunk_id, []).append(name)
+            first_seen.setdefault(chunk_id, hit)
+    order = sorted(scores, key=lambda chunk_id: -scores[chunk_id])
+    return [
+        ScoredChunk(
+            chunk=first_seen[i].chunk, source=first_seen[i].source, score=scores[i], retrievers=tuple(found_by[i])
+        )
+        for i in order
+    ]
+
+
+class HybridRetriever:
+    """Dense and keyword rankings fused by reciprocal rank fusion."""
+
+    def __init__(self, dense: Retriever, keyword: Retriever, config: RetrievalConfig) -> None:
+        self._dense, self._keyword, self._config = dense, keyword, config
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        depth = max(k, self._config.candidates)
+        rankings = {"dense": self._dense.retrieve(query, depth), "bm25": self._keyword.retrieve(query, depth)}
+        weights = {"dense": self._config.dense_weight, "bm25": self._config.keyword_weight}
+        return reciprocal_rank_fusion(rankings, weights, self._config.rrf_k)[:k]
+
+
+class CrossEncoderReranker:
+    """Rescores the first hits of another retriever with a cross-encoder. ``load()`` first."""
+
+    def __init__(self, inner: Retriever, model_id: str, candidates: int) -> None:
+        self._inner, self._model_id, self._candidates = inner, model_id, candidates
+        self._model: CrossEncoder | None = None
+
+    def load(self) -> None:
+        from sentence_transformers import CrossEncoder
+
+        try:
+            self._model = CrossEncoder(self._model_id)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
+            raise ModelLoadError(
+                f"reranker {self._model_id!r} cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}. "
+                "Use a local folder, or unset retrieval.reranker_model."
+            ) from None
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        if self._model is None:
+            raise RuntimeError("call load() before using the reranker")
+        hits = self._inner.retrieve(query, max(k, self._candidates))
+        if not hits:
+            return []
+        scores: Any = self._model.predict([(query, hit.chunk.text) for hit in hits], show_progress_bar=False)
+        ranked = sorted(zip(hits, scores, strict=True), key=lambda pair: -float(pair[1]))
+        return [
+            ScoredChunk(chunk=hit.chunk, source=hit.source, score=float(score), retrievers=(*hit.retrievers, "rerank"))
+            for hit, score in ranked[:k]
+        ]
+
+
+def build_retriever(config: AppConfig, kb: KnowledgeBase, embedder: Embedder) -> Retriever:
+    """The retriever ``config.retrieval`` asks for, over one consistent snapshot of ``kb``.
+
+    ``embedder`` must be loaded; a configured reranker is loaded here.
+    """
+    dense_index, keyword_index = kb.load_indexes(config)
+    dense = DenseRetriever(kb, dense_index, embedder)
+    keyword = KeywordRetriever(kb, keyword_index)
+    mode = config.retrieval.mode
+    retriever: Retriever = (
+        dense
+        if mode == "dense"
+        else keyword
+        if mode == "keyword"
+        else HybridRetriever(dense, keyword, config.retrieval)
+    )
+    if config.retrieval.reranker_model:
+        reranker = CrossEncoderReranker(retriever, config.retrieval.reranker_model, config.retrieval.rerank_candidates)
+        reranker.load()
+        retriever = reranker
+    return retriever

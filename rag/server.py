@@ -1,0 +1,183 @@
+"""Starting, watching and stopping vLLM's OpenAI-compatible server on loopback.
+
+The server runs in its own process session, so it outlives the ``rag`` command that started
+it; ``<data_dir>/server.json`` records its pid, address and model, ``server.log`` its output.
+It is launched as ``python -m vllm.entrypoints.openai.api_server``: on the CPU build the
+``vllm`` command itself fails (it looks up a package named ``vllm``; PLATFORM.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from rag.config import AppConfig, child_environment, vllm_cpu_environment
+from rag.errors import GeneratorUnavailableError
+from rag.generator import engine_settings, has_cuda
+from rag.models import resolve_generator_location
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    pid: int
+    host: str
+    port: int
+    model: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    state: ServerState | None
+    running: bool
+    healthy: bool
+
+    def describe(self) -> str:
+        if self.state is None or not self.running:
+            return "stopped"
+        health = "healthy" if self.healthy else "starting (not healthy yet)"
+        return f"{health}: {self.state.model} at {self.state.base_url} (pid {self.state.pid})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def server_command(config: AppConfig, location: str, host: str, port: int) -> list[str]:
+    """The command line that starts the server with the configured model and settings."""
+    settings = engine_settings(config, has_cuda())
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", location,
+        "--served-model-name", config.generator.model,
+        "--dtype", str(settings["dtype"]),
+        "--max-model-len", str(settings["max_model_len"]),
+        "--host", host,
+        "--port", str(port),
+        "--enable-prefix-caching",
+    ]  # fmt: skip
+    if settings["enforce_eager"]:
+        command.append("--enforce-eager")
+    if "gpu_memory_utilization" in settings:
+        command += ["--gpu-memory-utilization", str(settings["gpu_memory_utilization"])]
+    return command
+
+
+class ModelServer:
+    """The one model server of a data directory."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self._config = config
+        self._state_file = config.data_dir / "server.json"
+        self.log_file = config.data_dir / "server.log"
+
+    def _read_state(self) -> ServerState | None:
+        try:
+            return ServerState(**json.loads(self._state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def status(self) -> ServerStatus:
+        state = self._read_state()
+        if state is None or not _alive(state.pid):
+            return ServerStatus(state, running=False, healthy=False)
+        return ServerStatus(state, running=True, healthy=is_healthy(state.host, state.port))
+
+    def start(self, *, wait: bool = True, port: int | None = None) -> ServerStatus:
+        """Start the server unless one is running; with ``wait``, return once it is healthy."""
+        current = self.status()
+        if current.running and current.state is not None:
+            if current.state.model != self._config.generator.model:
+                raise GeneratorUnavailableError(
+                    f"a model server with {current.state.model!r} is running; stop it with `rag model stop` "
+                    f"to serve {self._config.generator.model!r}"
+                )
+            return self.wait_until_healthy() if wait and not current.healthy else current
+        host, port = self._config.generator.host, port or self._config.generator.port
+        if is_healthy(host, port):
+            raise GeneratorUnavailableError(f"something else already serves on {host}:{port}; set generator.port")
+        location = resolve_generator_location(self._config)
+        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        env = child_environment({} if has_cuda() else vllm_cpu_environment(self._config))
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                server_command(self._config, location, host, port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # outlives this command; stopped with `rag model stop`
+            )
+        state = ServerState(process.pid, host, port, self._config.generator.model)
+        self._state_file.write_text(json.dumps(asdict(state)))
+        return self.wait_until_healthy() if wait else ServerStatus(state, running=True, healthy=False)
+
+    def wait_until_healthy(self) -> ServerStatus:
+        deadline = time.monotonic() + self._config.generator.startup_timeout_s
+        while time.monotonic() < deadline:
+            status = self.status()
+            if not status.running:
+                raise GeneratorUnavailableError(
+                    f"the model server exited while starting; its log is {self.log_file}:\n{self._log_tail()}"
+                )
+            if status.healthy:
+                return status
+            time.sleep(1.0)
+        raise GeneratorUnavailableError(
+            f"the model server was not healthy after {self._config.generator.startup_timeout_s:.0f} s; "
+            f"see {self.log_file}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the server (SIGTERM to its process group, SIGKILL after ``timeout``); False if none ran."""
+        state = self._read_state()
+        if state is None or not _alive(state.pid):
+            self._state_file.unlink(missing_ok=True)
+            return False
+        os.killpg(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(state.pid):
+            _reap(state.pid)
+            time.sleep(0.2)
+        if _alive(state.pid):
+            os.killpg(state.pid, signal.SIGKILL)
+        _reap(state.pid)
+        self._state_file.unlink(missing_ok=True)
+        return True
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the server is our own child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
