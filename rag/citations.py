@@ -21,7 +21,9 @@ from rag.types import Citation, ScoredChunk
 
 MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*(?=\s|$)|\n+")
-_PASSAGE_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
+# A sentence ends at . ! or ? followed by a space or the end, or at a line break: "4.2" and
+# "e.g." inside a sentence do not end it.
+_PASSAGE_SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|$)|(?=\n)|$)")
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
 _ABSTAIN = re.compile(
     r"\b(i don'?t know|i do not know|documents? do(?:es)? not (?:say|mention|contain)|"

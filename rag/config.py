@@ -115,6 +115,7 @@ class GeneratorConfig(_Section):
     port: int = Field(8000, gt=0, lt=65536)
     startup_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the server to be healthy.")
     request_timeout_s: float = Field(300.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="vLLM's own log level.")
 
 
 class AppConfig(_Section):
@@ -189,18 +190,22 @@ def load_config(
         raise ConfigError(_describe(exc, sources)) from None
 
 
-def vllm_cpu_environment(config: AppConfig) -> dict[str, str]:
-    """Environment for vLLM's CPU backend: compute on every core, KV cache from the configuration.
+def vllm_environment(config: AppConfig, *, cpu: bool) -> dict[str, str]:
+    """Environment for vLLM, which reads it itself when its engine starts.
 
-    vLLM reads these itself when its engine starts; by default it keeps one core for its front
-    end, which halves the speed of a 2-core machine (PLATFORM.md).
+    Its logs go to standard error (it writes to standard output by default, which would spoil
+    ``--json`` output), at ``generator.log_level``. On a CPU: compute on every core (by default vLLM keeps one core
+    for its front end, which halves a 2-core machine; PLATFORM.md) and size the KV cache.
     """
-    cores = os.cpu_count() or 1
-    return {
-        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_KVCACHE_SPACE": f"{config.generator.kv_cache_gib:g}",
-    }
+    env = {"VLLM_LOGGING_STREAM": "ext://sys.stderr", "VLLM_LOGGING_LEVEL": config.generator.log_level}
+    if cpu:
+        cores = os.cpu_count() or 1
+        env |= {
+            "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+            "VLLM_CPU_KVCACHE_SPACE": f"{config.generator.kv_cache_gib:g}",
+        }
+    return env
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:

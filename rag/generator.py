@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rag.config import AppConfig, vllm_cpu_environment
+from rag.config import AppConfig, vllm_environment
 from rag.errors import GeneratorUnavailableError, ModelLoadError
 from rag.prompt import Prompt
 
@@ -80,9 +80,8 @@ class VllmGenerator:
         if self._llm is not None:
             return
         gpu = has_cuda()
-        if not gpu:
-            # vLLM's CPU backend reads these when its engine process starts (a child of this one).
-            os.environ.update(vllm_cpu_environment(self._config))
+        # vLLM reads these when it is imported and when its engine process (a child) starts.
+        os.environ.update(vllm_environment(self._config, cpu=not gpu))
         from vllm import LLM
 
         try:

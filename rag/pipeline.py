@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rag.citations import cite
 from rag.config import AppConfig
-from rag.embedder import SentenceTransformerEmbedder
+from rag.embedder import Embedder, SentenceTransformerEmbedder
 from rag.generator import Generation, Generator
 from rag.models import resolve_generator_location
 from rag.prompt import HuggingFaceChatTokenizer, Prompt, PromptBuilder
@@ -95,15 +95,20 @@ class Pipeline:
         )
 
 
-def build_pipeline(config: AppConfig, generator: Generator, kb: KnowledgeBase | None = None) -> Pipeline:
+def build_pipeline(
+    config: AppConfig, generator: Generator, kb: KnowledgeBase | None = None, embedder: Embedder | None = None
+) -> Pipeline:
     """Open the knowledge base, load the embedder and the prompt tokenizer, wire the stages.
+
+    ``kb`` and ``embedder`` (loaded) can be passed in to share them between pipelines.
 
     Raises :class:`rag.errors.KnowledgeBaseNotFoundError` (with the ingest command to run) when
     there is no knowledge base, and :class:`rag.errors.ModelLoadError` when a model cannot load.
     """
     kb = kb or KnowledgeBase.open(config.kb_dir, config)
-    embedder = SentenceTransformerEmbedder(config.embedding)
-    embedder.load()
+    if embedder is None:
+        embedder = SentenceTransformerEmbedder(config.embedding)
+        embedder.load()
     retriever = build_retriever(config, kb, embedder)
     tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(config))
     prompts = PromptBuilder(tokenizer, config.generator.max_model_len, config.generator.max_answer_tokens)

@@ -17,16 +17,11 @@ from rag.errors import ModelLoadError, QuestionTooLongError
 from rag.types import ScoredChunk
 
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered passages given with the question. "
-    "After every sentence of your answer, cite the passages that support it by their numbers "
-    "in square brackets, for example [1] or [2][3]. "
-    "If the passages do not contain the answer, reply exactly: "
-    '"I don\'t know: the documents do not say." '
-    "Keep the answer short.\n\n"
-    "Example.\nPassages:\n\n[1] plant.pdf, page 3\nThe Lyon plant opened in 1998 and employs 300 people.\n\n"
-    "[2] news.md\nThe company sells robots in Europe.\n\n"
-    "Question: When did the Lyon plant open?\n"
-    "Answer: The Lyon plant opened in 1998 [1]."
+    "Answer the question using only the numbered passages given with it. "
+    "Write one or two short sentences. End each sentence with the numbers of the passages it "
+    "comes from in square brackets, like [1] or [1][2]. "
+    "If the passages do not answer the question, reply exactly: "
+    '"I don\'t know: the documents do not say."'
 )
 ABSTENTION = "I don't know: the documents do not say."
 
@@ -54,7 +49,10 @@ class HuggingFaceChatTokenizer:
         try:
             self._tok: Any = AutoTokenizer.from_pretrained(location)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
-            raise ModelLoadError(f"tokenizer of {location!r} cannot be loaded: {str(exc).splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"the tokenizer of generator model {location!r} cannot be loaded ({str(exc).splitlines()[0]}); "
+                "a hub id needs internet access or a cached copy: set generator.model to a local folder"
+            ) from None
 
     def count(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False)["input_ids"])

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from rag.config import AppConfig, child_environment, vllm_cpu_environment
+from rag.config import AppConfig, child_environment, vllm_environment
 from rag.errors import GeneratorUnavailableError
 from rag.generator import engine_settings, has_cuda
 from rag.models import resolve_generator_location
@@ -123,7 +123,7 @@ class ModelServer:
             raise GeneratorUnavailableError(f"something else already serves on {host}:{port}; set generator.port")
         location = resolve_generator_location(self._config)
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
-        env = child_environment({} if has_cuda() else vllm_cpu_environment(self._config))
+        env = child_environment(vllm_environment(self._config, cpu=not has_cuda()))
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
                 server_command(self._config, location, host, port),

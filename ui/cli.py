@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # bm25s sets its own logger to DEBUG at import; keep it at the level asked for.
+    logging.getLogger("bm25s").setLevel(level)
     err = Console(stderr=True, highlight=False)
     try:
         config = _config_from(args)
@@ -292,7 +293,6 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     from rag.models import resolve_generator_location
     from rag.pipeline import AnswerDelta, build_pipeline
     from rag.server import ModelServer
-    from rag.store import KnowledgeBase
 
     if (args.question is None) == (args.batch is None):
         raise UsageError("give either a QUESTION or --batch FILE")
@@ -312,14 +312,14 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
                 print()
         return EXIT_OK
 
-    KnowledgeBase.open(config.kb_dir, config).close()  # fail fast, before starting a server
+    # Build the pipeline first: a missing knowledge base or an unloadable model fails here, in
+    # seconds, before a server start that takes a minute.
     server = ModelServer(config)
-    status = server.status()
-    if not status.healthy:
+    generator = ServerGenerator(config, f"http://{config.generator.host}:{config.generator.port}/v1")
+    pipeline = build_pipeline(config, generator)
+    if not server.status().healthy:
         err.print("starting the model server (about a minute on a CPU; `rag model stop` stops it)…")
-        status = server.start(wait=True)
-    assert status.state is not None
-    pipeline = build_pipeline(config, ServerGenerator(config, status.state.base_url))
+        server.start(wait=True)
     if args.stream and not args.json:
         final: Answer | None = None
         for event in pipeline.stream(args.question):

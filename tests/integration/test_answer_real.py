@@ -1,0 +1,188 @@
+"""Answering with the real small model in real vLLM: in-process (batched) and through a server
+that the tests start on a free port, wait for and stop. The model is tiny (SmolLM2-135M), so the
+tests check what the pipeline guarantees (budgets, citation checks, records, failure modes),
+not the wisdom of its answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.job import run_ingest
+from rag.citations import _ABSTAIN
+from rag.config import AppConfig, load_config
+from rag.generator import ServerGenerator, VllmGenerator
+from rag.models import resolve_generator_location
+from rag.pipeline import AnswerDelta, build_pipeline
+from rag.prompt import HuggingFaceChatTokenizer
+from rag.server import ModelServer
+from rag.types import Answer
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+QUESTIONS = [
+    "How many days of paid vacation do full-time employees get?",
+    "What payload can the R2 robot carry?",
+    "What is the hotel limit per night in Hamburg?",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any) -> AppConfig:
+    """A knowledge base over the bundled samples; the provisioned default generator by path."""
+    location = resolve_generator_location(load_config(environ={}))  # provisioned by `make install`
+    root = tmp_path_factory.mktemp("answer")
+    config = load_config(
+        environ={},
+        overrides={
+            "kb_dir": root / "kb",
+            "data_dir": root / "data",
+            "generator.model": location,
+            "generator.max_answer_tokens": 48,
+            "generator.port": _free_port(),
+            "generator.startup_timeout_s": 400,
+        },
+    )
+    run_ingest([REPO / "samples"], config, real_embedder)
+    return config
+
+
+def _cli_args(config: AppConfig) -> list[str]:
+    return [
+        "--kb", str(config.kb_dir), "--set", f"data_dir={config.data_dir}",
+        "--set", f"generator.model={config.generator.model}", "--set", f"generator.port={config.generator.port}",
+        "--set", "generator.max_answer_tokens=48",
+    ]  # fmt: skip
+
+
+def _rag(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ui.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _check_answer(answer: Answer, config: AppConfig) -> None:
+    assert answer.raw_output.strip(), "the model produced text"
+    assert answer.retrieved, "passages were retrieved"
+    tokenizer = HuggingFaceChatTokenizer(config.generator.model)
+    assert tokenizer.count(answer.prompt) <= config.generator.max_model_len - config.generator.max_answer_tokens
+    numbers = {c.n for c in answer.citations}
+    assert numbers <= set(range(1, len(answer.retrieved) + 1)), "no citation points nowhere"
+    for citation in answer.citations:
+        chunk = answer.retrieved[citation.n - 1].chunk
+        assert chunk.text[citation.start - chunk.start : citation.end - chunk.start] == citation.quote
+        assert citation.file == answer.retrieved[citation.n - 1].source and citation.page == chunk.page
+        assert 0.0 <= citation.support <= 1.0
+    assert answer.abstained == (not answer.citations or bool(_ABSTAIN.search(answer.text)))
+
+
+@pytest.fixture(scope="module")
+def local_generator(config: AppConfig) -> Iterator[VllmGenerator]:
+    generator = VllmGenerator(config, config.generator.model)
+    generator.load()
+    yield generator
+
+
+def test_batched_answers_in_process(config: AppConfig, local_generator: VllmGenerator, real_embedder: Any) -> None:
+    pipeline = build_pipeline(config, local_generator, embedder=real_embedder)
+    answers = pipeline.answer_many(QUESTIONS)
+    assert [a.question for a in answers] == QUESTIONS
+    for answer in answers:
+        _check_answer(answer, config)
+        assert answer.model == config.generator.model
+        assert answer.timings["generate_s"] > 0 and answer.timings["completion_tokens"] > 0
+    top = answers[0].retrieved[0]
+    assert Path(top.source).name == "employee-handbook.pdf" and top.chunk.page == 2
+    assert set(top.retrievers) == {"dense", "bm25"}
+
+
+def test_prompt_drops_passages_to_fit_a_small_context(config: AppConfig, real_embedder: Any) -> None:
+    small = config.model_copy(
+        update={"generator": config.generator.model_copy(update={"max_model_len": 512, "max_answer_tokens": 64})}
+    )
+    pipeline = build_pipeline(small, local_generator_stub(), embedder=real_embedder)
+    prompt, _ = pipeline.prepare(QUESTIONS[0])
+    tokenizer = HuggingFaceChatTokenizer(config.generator.model)
+    assert prompt.dropped > 0 and prompt.passages
+    assert prompt.token_count == tokenizer.count(prompt.text) <= 512 - 64
+
+
+def local_generator_stub() -> Any:
+    """Prompt building needs no generator; this stand-in is never called."""
+
+    class NotCalled:
+        model_id = "not-called"
+
+        def generate(self, prompts: Any) -> Any:
+            raise AssertionError("not called")
+
+        def stream(self, prompt: Any) -> Any:
+            raise AssertionError("not called")
+
+    return NotCalled()
+
+
+def test_rag_ask_batch_prints_clean_json(config: AppConfig, tmp_path: Path) -> None:
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps({"question": q}) for q in QUESTIONS[:2]) + "\n")
+    result = _rag("ask", "--batch", str(questions), "--json", *_cli_args(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout)  # vLLM's logs went to stderr, not into the JSON
+    assert [r["question"] for r in records] == QUESTIONS[:2]
+    assert {"question", "answer", "abstained", "citations", "retrieved", "timings", "model"} <= set(records[0])
+
+
+@pytest.fixture(scope="module")
+def served(config: AppConfig) -> Iterator[AppConfig]:
+    server = ModelServer(config)
+    status = server.start(wait=True)
+    assert status.healthy
+    yield config
+    assert server.stop()
+    assert not server.status().running
+
+
+def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -> None:
+    status = _rag("model", "status", *_cli_args(served))
+    assert status.returncode == 0 and "healthy" in status.stdout
+
+    generator = ServerGenerator(served, f"http://127.0.0.1:{served.generator.port}/v1")
+    pipeline = build_pipeline(served, generator, embedder=real_embedder)
+    events = list(pipeline.stream(QUESTIONS[1]))
+    deltas = [e for e in events if isinstance(e, AnswerDelta)]
+    assert len(deltas) >= 2, "tokens arrive one piece at a time"
+    final = events[-1]
+    assert isinstance(final, Answer)
+    assert final.raw_output == "".join(d.text for d in deltas)
+    _check_answer(final, served)
+    assert final.timings["first_token_s"] <= final.timings["generate_s"]
+
+    result = _rag("ask", QUESTIONS[0], "--json", *_cli_args(served))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout)
+    assert {"question", "answer", "abstained", "citations", "retrieved", "timings", "model"} <= set(record)
+    assert record["retrieved"][0]["page"] == 2
+    for citation in record["citations"]:
+        assert {"n", "file", "page", "start", "end", "quote", "support"} <= set(citation)
+
+
+def test_question_longer_than_the_context_is_refused(served: AppConfig) -> None:
+    result = _rag("ask", "vacation " * 3000, *_cli_args(served))
+    assert result.returncode == 1
+    assert "shorten the question" in result.stderr and "Traceback" not in result.stderr

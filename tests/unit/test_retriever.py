@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document as LcDocument
+
+from ingest.job import run_ingest
+from rag.config import RetrievalConfig
+from rag.langchain import KnowledgeBaseRetriever
+from rag.retriever import HybridRetriever, build_retriever, reciprocal_rank_fusion
+from rag.store import KnowledgeBase
+from rag.types import Chunk, ScoredChunk
+from tests.fakes import FakeEmbedder
+
+
+def _hit(chunk_id: int, name: str) -> ScoredChunk:
+    chunk = Chunk(chunk_id, "d", 0, f"text {chunk_id}", 1, None, 0, 6, 2)
+    return ScoredChunk(chunk=chunk, source="/f", score=0.0, retrievers=(name,))
+
+
+class FixedRetriever:
+    def __init__(self, ranking: list[ScoredChunk]) -> None:
+        self.ranking = ranking
+        self.asked: list[int] = []
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        self.asked.append(k)
+        return self.ranking[:k]
+
+
+def test_rrf_rewards_agreement_and_records_both_retrievers() -> None:
+    dense = [_hit(1, "dense"), _hit(2, "dense"), _hit(3, "dense")]
+    bm25 = [_hit(3, "bm25"), _hit(4, "bm25"), _hit(1, "bm25")]
+    fused = reciprocal_rank_fusion({"dense": dense, "bm25": bm25}, {"dense": 1.0, "bm25": 1.0}, rrf_k=60)
+    assert [h.chunk.id for h in fused] == [1, 3, 2, 4]
+    assert fused[0].retrievers == ("dense", "bm25") and fused[2].retrievers == ("dense",)
+    assert abs(fused[0].score - (1 / 61 + 1 / 63)) < 1e-12
+
+
+def test_rrf_weights_change_the_order() -> None:
+    dense = [_hit(1, "dense"), _hit(2, "dense")]
+    bm25 = [_hit(2, "bm25"), _hit(1, "bm25")]
+    assert [h.chunk.id for h in reciprocal_rank_fusion({"dense": dense, "bm25": bm25}, {"dense": 2.0}, 60)] == [1, 2]
+    assert [h.chunk.id for h in reciprocal_rank_fusion({"dense": dense, "bm25": bm25}, {"bm25": 2.0}, 60)] == [2, 1]
+
+
+def test_hybrid_asks_each_retriever_for_candidates_then_cuts_to_k() -> None:
+    dense = FixedRetriever([_hit(i, "dense") for i in range(1, 30)])
+    keyword = FixedRetriever([_hit(i, "bm25") for i in range(29, 0, -1)])
+    hits = HybridRetriever(dense, keyword, RetrievalConfig(candidates=20)).retrieve("q", 3)
+    assert len(hits) == 3 and dense.asked == [20] and keyword.asked == [20]
+
+
+def test_modes_and_langchain_adapter_over_a_real_store(tmp_path: Path, make_config: Any) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fruit.txt").write_text("Apples and pears grow in the orchard.")
+    (docs / "cars.txt").write_text("Engines, wheels and brakes make a car. Zyxwv is a rare code word.")
+    config = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
+    embedder = FakeEmbedder()
+    run_ingest([docs], config, embedder)
+    with KnowledgeBase.open(config.kb_dir, config) as kb:
+        for mode in ("dense", "keyword", "hybrid"):
+            mode_config = config.model_copy(update={"retrieval": RetrievalConfig(mode=mode)})
+            hits = build_retriever(mode_config, kb, embedder).retrieve("zyxwv brakes", 2)
+            assert Path(hits[0].source).name == "cars.txt", mode
+        hybrid = build_retriever(config, kb, embedder).retrieve("zyxwv brakes", 2)
+        assert hybrid[0].retrievers == ("dense", "bm25")
+
+        adapter = KnowledgeBaseRetriever(retriever=build_retriever(config, kb, embedder), k=1)
+        documents = adapter.invoke("apples in the orchard")
+    assert len(documents) == 1 and isinstance(documents[0], LcDocument)
+    assert documents[0].page_content == "Apples and pears grow in the orchard."
+    assert Path(documents[0].metadata["file"]).name == "fruit.txt"
+    assert {"page", "score", "chunk_id", "retrievers", "start", "end"} <= set(documents[0].metadata)
