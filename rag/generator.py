@@ -89,6 +89,16 @@ class VllmGenerator:
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
             raise ModelLoadError(f"vLLM cannot load {self._location!r}: {str(exc).splitlines()[0]}") from None
 
+    def close(self) -> None:
+        """Stop the engine process. An idle CPU engine still spins its OpenMP threads, so a
+        process that goes on after its batch should close it."""
+        if self._llm is None:
+            return
+        engine_core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+        self._llm = None
+
     def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
         from vllm import SamplingParams
 

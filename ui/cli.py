@@ -302,7 +302,10 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         pipeline = build_pipeline(config, local)
         err.print(f"starting vLLM in-process for {len(questions)} questions…")
         local.load()
-        answers = pipeline.answer_many(questions)
+        try:
+            answers = pipeline.answer_many(questions)
+        finally:
+            local.close()
         if args.json:
             _print_json([answer_record(a) for a in answers])
         else:

@@ -92,11 +92,13 @@ def _check_answer(answer: Answer, config: AppConfig) -> None:
     assert answer.abstained == (not answer.citations or bool(_ABSTAIN.search(answer.text)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_generator(config: AppConfig) -> Iterator[VllmGenerator]:
+    """One in-process engine, closed after its test so it does not compete with the server's."""
     generator = VllmGenerator(config, config.generator.model)
     generator.load()
     yield generator
+    generator.close()
 
 
 def test_batched_answers_in_process(config: AppConfig, local_generator: VllmGenerator, real_embedder: Any) -> None:
