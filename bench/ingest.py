@@ -1,0 +1,653 @@
+"""Ingestion throughput benchmark: the whole job against its two irreducible costs.
+
+What is measured, on real PDFs (the FinanceBench SEC filings, copied ``--copies`` times so
+that the corpus has over 1,000 pages; every copy lies at its own path, so the product treats
+it as a separate document and really extracts, chunks, embeds and stores it):
+
+``extract``
+    Bare pypdf: ``PdfReader`` (plus ``decrypt("")`` for the encrypted filings) and
+    ``page.extract_text()`` for every page, one file after another. This is the loading cost
+    that no ingestion design can avoid.
+``encode``
+    Bare ``SentenceTransformer.encode`` of exactly the chunk texts the product embeds (built
+    before the clock starts with the product's own ``read_file`` and ``chunk_pages`` and the
+    model's real tokenizer), with the configured batch size. The embedding cost no design
+    can avoid.
+``ingest``
+    The product's ``run_ingest`` into an empty knowledge base, once per ``--workers`` value
+    (``ingest.workers``: 0 extracts in-process; 1 or more extract in spawned worker processes
+    that overlap the encoder).
+
+The question it answers: does the job add little on top of those two costs? Serially, the
+target is ``t_ingest(W=0) <= 1.10 x (t_extract + t_encode)`` (chunking, hashing, SQLite and
+FAISS writes and bookkeeping are cheap). With workers, extraction can hide behind the
+encoder, so ``t_ingest(W) / max(t_extract, t_encode)`` is reported too (1.0 is perfect
+overlap; it cannot go below 1 on a machine whose cores the encoder already keeps busy).
+
+How: each stage runs in a fresh subprocess of this script (``--stage NAME``, answering one
+JSON line on stdout), so its peak RSS (``ru_maxrss`` of the stage process and of its largest
+worker, and a sampled sum over the process tree) is its own and no cache carries over. Model
+load time is measured apart and never inside a timing. The load average and the CPU time
+that *other* processes used during each timed window are recorded, so a busy machine shows
+in the results.
+
+Run from the repository root: ``python bench/ingest.py`` (a quick smoke run:
+``--limit-files 2 --copies 1 --workers 0,1 --no-write``). The markdown section is printed
+and written into ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "financebench" / "pdfs"
+RESULTS_FILE = BENCH_DIR / "RESULTS.md"
+SECTION_HEADING = "## Ingestion (bench/ingest.py)"
+RESULTS_TITLE = "# Benchmark results"
+SERIAL_TARGET = 1.10
+BUSY_LOAD = 0.5
+RSS_SAMPLE_SECONDS = 0.2
+MIB = 1024 * 1024
+STAGE_PREFIX = "BENCH-RESULT "
+
+Result = dict[str, Any]
+
+
+def _use_repository_packages() -> None:
+    """Import ``ingest`` and ``rag`` from the repository, never this file.
+
+    Run as ``python bench/ingest.py``, Python puts ``bench/`` first on ``sys.path``, where this
+    very file would shadow the ``ingest`` package. Spawned loader workers inherit the fixed
+    path from their parent.
+    """
+    cwd = Path.cwd()
+    kept = [p for p in sys.path if (cwd / p).resolve() != BENCH_DIR]
+    sys.path[:] = [str(REPO_ROOT), *(p for p in kept if p != str(REPO_ROOT))]
+
+
+# --- measuring helpers (run inside a stage process) -------------------------------------
+
+
+def _own_cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for children (the loader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _system_busy_seconds() -> float:
+    """CPU time all processes on the machine have used (all cores), from /proc/stat."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+class _TreeRssSampler:
+    """Samples the summed RSS of this process and its children, to catch concurrent peaks."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        self.peak_bytes = max(self.peak_bytes, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_SECONDS):
+            self._sample()
+
+    def __enter__(self) -> _TreeRssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+class _Window:
+    """The timed window of a stage: wall time, load average and other processes' CPU use."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.other_cpu_seconds = 0.0
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[_Window]:
+        self.load_before = os.getloadavg()
+        busy, own = _system_busy_seconds(), _own_cpu_seconds()
+        started = time.perf_counter()
+        yield self
+        self.seconds = time.perf_counter() - started
+        own_used = _own_cpu_seconds() - own
+        self.other_cpu_seconds = max(0.0, _system_busy_seconds() - busy - own_used)
+        self.load_after = os.getloadavg()
+
+    def as_dict(self) -> Result:
+        return {
+            "seconds": self.seconds,
+            "loadavg_before": list(self.load_before),
+            "loadavg_after": list(self.load_after),
+            "other_cpu_seconds": self.other_cpu_seconds,
+        }
+
+
+def _peak_rss() -> Result:
+    """``ru_maxrss`` (KiB on Linux) of this process and of its largest waited-for child."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {"peak_rss_mib": own / MIB, "peak_rss_largest_child_mib": child / MIB}
+
+
+def _corpus_pdfs(corpus: Path) -> list[Path]:
+    """The corpus's PDFs in the order the product's discovery walks them (sorted paths)."""
+    return sorted(p.absolute() for p in corpus.rglob("*.pdf"))
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+# --- the stages -----------------------------------------------------------------------
+
+
+def stage_extract(corpus: Path) -> Result:
+    """Bare pypdf text extraction of every page, sequentially."""
+    import pypdf
+
+    files = _corpus_pdfs(corpus)
+    pages = characters = 0
+    window = _Window()
+    with _TreeRssSampler() as sampler, window.measure():
+        for path in files:
+            reader = pypdf.PdfReader(io.BytesIO(path.read_bytes()))
+            if reader.is_encrypted:
+                reader.decrypt("")
+            for page in reader.pages:
+                characters += len(page.extract_text())
+                pages += 1
+    return {
+        "files": len(files),
+        "pages": pages,
+        "characters": characters,
+        "pages_per_second": pages / window.seconds,
+        "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
+        **window.as_dict(),
+        **_peak_rss(),
+    }
+
+
+def stage_encode(corpus: Path) -> Result:
+    """Bare ``SentenceTransformer.encode`` of the chunk texts the product would embed."""
+    from ingest.chunking import chunk_pages
+    from ingest.job import read_file
+    from rag.config import load_config
+    from rag.embedder import SentenceTransformerEmbedder, resolve_model_location
+    from rag.store import document_id_for
+
+    config = load_config(environ={})
+    with _TreeRssSampler() as sampler:
+        # The product's embedder, loaded as the ingest stage loads it (imports included),
+        # gives the real tokenizer; its load time is this stage's model load time.
+        loading = time.perf_counter()
+        embedder = SentenceTransformerEmbedder(config.embedding)
+        embedder.load()
+        model_load_seconds = time.perf_counter() - loading
+
+        texts: list[str] = []
+        pages = 0
+        preparing = time.perf_counter()
+        for path in _corpus_pdfs(corpus):
+            load = read_file(str(path), None, int(config.ingest.max_file_mb * 1e6))
+            if load.document is None:
+                raise RuntimeError(f"{path}: {load.error}")
+            pages += len(load.document.pages)
+            chunks = chunk_pages(
+                document_id_for(str(path)),
+                load.content_hash,
+                load.document.pages,
+                embedder.tokenizer,
+                config.chunking,
+            )
+            texts.extend(chunk.text for chunk in chunks)
+        preparation_seconds = time.perf_counter() - preparing
+        del embedder  # only its tokenizer was needed; the raw model is loaded below
+
+        from sentence_transformers import SentenceTransformer
+
+        loading = time.perf_counter()
+        device = None if config.embedding.device == "auto" else config.embedding.device
+        model = SentenceTransformer(resolve_model_location(config.embedding.model), device=device)
+        raw_model_load_seconds = time.perf_counter() - loading
+
+        window = _Window()
+        with window.measure():
+            vectors = model.encode(
+                texts,
+                batch_size=config.embedding.batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+    return {
+        "model": config.embedding.model,
+        "device": str(model.device),
+        "batch_size": config.embedding.batch_size,
+        "torch_threads": _torch_threads(),
+        "pages": pages,
+        "chunks": len(texts),
+        "dimension": int(vectors.shape[1]),
+        "chunks_per_second": len(texts) / window.seconds,
+        "model_load_seconds": model_load_seconds,
+        "raw_model_load_seconds": raw_model_load_seconds,
+        "untimed_preparation_seconds": preparation_seconds,
+        "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
+        **window.as_dict(),
+        **_peak_rss(),
+    }
+
+
+def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
+    """The product's ``run_ingest`` into an empty knowledge base with ``workers`` loaders."""
+    from ingest.job import run_ingest
+    from rag.config import load_config
+    from rag.embedder import SentenceTransformerEmbedder
+
+    if kb_dir.exists() and any(kb_dir.iterdir()):
+        raise RuntimeError(f"{kb_dir} is not empty")
+    config = load_config(overrides={"kb_dir": str(kb_dir), "ingest.workers": workers}, environ={})
+    with _TreeRssSampler() as sampler:
+        loading = time.perf_counter()
+        embedder = SentenceTransformerEmbedder(config.embedding)
+        embedder.load()
+        model_load_seconds = time.perf_counter() - loading
+
+        window = _Window()
+        with window.measure():
+            summary = run_ingest([corpus], config, embedder)
+    kb_bytes = sum(p.stat().st_size for p in kb_dir.rglob("*") if p.is_file())
+    return {
+        "workers": workers,
+        "device": embedder.device,
+        "torch_threads": _torch_threads(),
+        "files": summary.added,
+        "failed": summary.failed,
+        "pages": summary.pages,
+        "chunks": summary.new_chunks,
+        "pages_per_second": summary.pages / window.seconds,
+        "chunks_per_second": summary.new_chunks / window.seconds,
+        "job_reported_seconds": summary.seconds,
+        "model_load_seconds": model_load_seconds,
+        "kb_mib": kb_bytes / MIB,
+        "embed_batch_chunks": config.ingest.embed_batch_chunks,
+        "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
+        **window.as_dict(),
+        **_peak_rss(),
+    }
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    """``--stage NAME``: run one stage in this (fresh) process; one JSON line on stdout."""
+    corpus = Path(args.corpus)
+    # Libraries may print; only the result line goes to stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        if args.stage == "extract":
+            result = stage_extract(corpus)
+        elif args.stage == "encode":
+            result = stage_encode(corpus)
+        else:
+            result = stage_ingest(corpus, Path(args.kb), int(args.workers))
+    print(STAGE_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+# --- the driver -----------------------------------------------------------------------
+
+
+def build_corpus(data: Path, target: Path, copies: int, limit_files: int | None) -> Result:
+    """Hard-link (or copy) the PDFs into ``target/copy1 .. copyN``; describe the source."""
+    import pypdf
+
+    sources = sorted(data.glob("*.pdf"))[:limit_files]
+    if not sources:
+        raise SystemExit(f"no PDFs in {data}")
+    pages = encrypted = 0
+    for source in sources:
+        reader = pypdf.PdfReader(source)
+        encrypted += bool(reader.is_encrypted)
+        if reader.is_encrypted:
+            reader.decrypt("")
+        pages += len(reader.pages)
+    linked = True
+    for copy in range(1, copies + 1):
+        folder = target / f"copy{copy}"
+        folder.mkdir(parents=True)
+        for source in sources:
+            try:
+                os.link(source, folder / source.name)
+            except OSError:
+                shutil.copy2(source, folder / source.name)
+                linked = False
+    return {
+        "data": str(data),
+        "source_files": len(sources),
+        "source_pages": pages,
+        "source_encrypted": encrypted,
+        "source_mib": sum(s.stat().st_size for s in sources) / MIB,
+        "copies": copies,
+        "files": len(sources) * copies,
+        "pages": pages * copies,
+        "hard_linked": linked,
+    }
+
+
+def call_stage(stage: str, corpus: Path, workdir: Path, workers: int | None = None) -> Result:
+    """Run one stage in a fresh interpreter and return its JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--corpus", str(corpus)]
+    label = stage
+    if workers is not None:
+        kb_dir = workdir / f"kb-w{workers}"
+        command += ["--workers", str(workers), "--kb", str(kb_dir)]
+        label = f"{stage} W={workers}"
+    print(f"[bench] {label}: running ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    # cwd: an empty folder, so no stray rag.toml is picked up
+    completed = subprocess.run(command, cwd=workdir, stdout=subprocess.PIPE, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"stage {label} failed with exit status {completed.returncode}")
+    line = next((ln for ln in reversed(completed.stdout.splitlines()) if ln.startswith(STAGE_PREFIX)), None)
+    if line is None:
+        raise SystemExit(f"stage {label} printed no result")
+    result: Result = json.loads(line[len(STAGE_PREFIX) :])
+    result["process_seconds"] = time.perf_counter() - started
+    print(f"[bench] {label}: {result['seconds']:.1f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def _version(*distributions: str) -> str:
+    for name in distributions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name)
+    return "not installed"
+
+
+def machine_info() -> Result:
+    import psutil
+
+    cpu_model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "ram_gib": psutil.virtual_memory().total / 1024**3,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "sentence_transformers": _version("sentence-transformers"),
+        "transformers": _version("transformers"),
+        "faiss": _version("faiss-cpu", "faiss-gpu", "faiss"),
+        "pypdf": _version("pypdf"),
+    }
+
+
+def compute_ratios(extract: Result, encode: Result, ingests: Sequence[Result]) -> Result:
+    t_extract, t_encode = float(extract["seconds"]), float(encode["seconds"])
+    both, longest = t_extract + t_encode, max(t_extract, t_encode)
+    ratios: Result = {"extract_plus_encode_seconds": both, "max_extract_encode_seconds": longest, "by_workers": {}}
+    for result in ingests:
+        workers, seconds = int(result["workers"]), float(result["seconds"])
+        entry = {"to_sum": seconds / both, "to_max": seconds / longest}
+        ratios["by_workers"][str(workers)] = entry
+        if workers == 0:
+            ratios["serial"] = entry["to_sum"]
+            ratios["serial_target_met"] = entry["to_sum"] <= SERIAL_TARGET
+    return ratios
+
+
+def _rss_cell(result: Result) -> str:
+    main = f"{result['peak_rss_mib']:.0f}"
+    child = result.get("peak_rss_largest_child_mib", 0.0)
+    worker = f"{child:.0f}" if child > 1 else "–"
+    return f"{main} / {worker} / {result['peak_rss_sampled_mib']:.0f}"
+
+
+def _load_cell(result: Result) -> str:
+    before, after = result["loadavg_before"][0], result["loadavg_after"][0]
+    return f"{before:.2f} → {after:.2f}"
+
+
+def _other_cpu_cell(result: Result) -> str:
+    seconds = result["other_cpu_seconds"]
+    return f"{seconds:.1f} ({seconds / result['seconds']:.2f} cores)"
+
+
+def render_markdown(raw: Result) -> str:
+    machine, corpus, stages, ratios = raw["machine"], raw["corpus"], raw["stages"], raw["ratios"]
+    extract, encode, ingests = stages["extract"], stages["encode"], stages["ingest"]
+    lines = [SECTION_HEADING, ""]
+    lines.append(f"Command (from the repository root): `{raw['command']}`, run {machine['date']}.")
+    lines.append("")
+    lines.append(
+        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores (`os.cpu_count()`), "
+        f"{machine['ram_gib']:.1f} GiB RAM, no GPU used (model on `{encode['device']}`, "
+        f"{encode['torch_threads']} torch threads); {machine['os']}; Python {machine['python']}, "
+        f"torch {machine['torch']}, sentence-transformers {machine['sentence_transformers']}, "
+        f"transformers {machine['transformers']}, faiss {machine['faiss']}, pypdf {machine['pypdf']}."
+    )
+    lines.append("")
+    how = "hard-linked" if corpus["hard_linked"] else "copied"
+    lines.append(
+        f"Corpus: {corpus['source_files']} FinanceBench SEC filings ({corpus['source_pages']:,} pages, "
+        f"{corpus['source_encrypted']} of them AES-encrypted with an empty password, "
+        f"{corpus['source_mib']:.1f} MiB), {how} {corpus['copies']}× into `copy1/` … `copy{corpus['copies']}/` "
+        f"of a temporary folder: {corpus['files']} files, {corpus['pages']:,} pages. Each copy has its "
+        "own path, so the product treats it as a separate document and really extracts, chunks, "
+        "embeds and stores it (nothing is skipped as unchanged). "
+        f"Model `{encode['model']}`, `embedding.batch_size` {encode['batch_size']}, default chunking, "
+        f"`ingest.embed_batch_chunks` {ingests[0]['embed_batch_chunks'] if ingests else '–'}."
+    )
+    lines.append("")
+    lines.append(
+        "| stage | seconds | pages | pages/s | chunks | chunks/s | peak RSS MiB (process / largest worker / "
+        "sampled tree) | model load s | 1-min load avg start → end | other processes' CPU s |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append(
+        f"| extract: bare pypdf | {extract['seconds']:.1f} | {extract['pages']:,} | "
+        f"{extract['pages_per_second']:.1f} | – | – | {_rss_cell(extract)} | – | {_load_cell(extract)} | "
+        f"{_other_cpu_cell(extract)} |"
+    )
+    lines.append(
+        f"| encode: bare `SentenceTransformer.encode` | {encode['seconds']:.1f} | – | – | "
+        f"{encode['chunks']:,} | {encode['chunks_per_second']:.1f} | {_rss_cell(encode)} | "
+        f"{encode['model_load_seconds']:.1f} | {_load_cell(encode)} | {_other_cpu_cell(encode)} |"
+    )
+    for result in ingests:
+        lines.append(
+            f"| ingest, `ingest.workers={result['workers']}` | {result['seconds']:.1f} | {result['pages']:,} | "
+            f"{result['pages_per_second']:.1f} | {result['chunks']:,} | {result['chunks_per_second']:.1f} | "
+            f"{_rss_cell(result)} | {result['model_load_seconds']:.1f} | {_load_cell(result)} | "
+            f"{_other_cpu_cell(result)} |"
+        )
+    lines.append("")
+    both, longest = ratios["extract_plus_encode_seconds"], ratios["max_extract_encode_seconds"]
+    lines.append(f"Ratios (extract + encode = {both:.1f} s, max(extract, encode) = {longest:.1f} s):")
+    lines.append("")
+    for result in ingests:
+        entry = ratios["by_workers"][str(result["workers"])]
+        if result["workers"] == 0:
+            verdict = "met" if entry["to_sum"] <= SERIAL_TARGET else "**not met**"
+            lines.append(
+                f"- serial, `ingest.workers=0`: ingest / (extract + encode) = **{entry['to_sum']:.3f}** "
+                f"(target ≤ {SERIAL_TARGET:.2f}: {verdict})"
+            )
+        else:
+            lines.append(
+                f"- `ingest.workers={result['workers']}` (extraction in {result['workers']} worker "
+                f"process{'es' if result['workers'] > 1 else ''}): ingest / max(extract, encode) = "
+                f"**{entry['to_max']:.3f}**; ingest / (extract + encode) = {entry['to_sum']:.3f}"
+            )
+    lines.append("")
+    lines.extend(_notes(raw))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _notes(raw: Result) -> list[str]:
+    stages = raw["stages"]
+    extract, encode, ingests = stages["extract"], stages["encode"], stages["ingest"]
+    named = [("extract", extract), ("encode", encode)] + [(f"ingest W={r['workers']}", r) for r in ingests]
+    notes = [
+        "Notes:",
+        "",
+        "- Timings exclude model loading (the model is loaded first, then the clock starts; load "
+        "times are in the table). Each stage ran in its own fresh process. Peak RSS: `ru_maxrss` of "
+        "the stage process, of its largest loader worker (`RUSAGE_CHILDREN`), and the largest sum over "
+        f"the process tree sampled every {RSS_SAMPLE_SECONDS} s.",
+        "- The bare encode gets all chunk texts in one call (sentence-transformers sorts them by length "
+        "across the whole list, so its batches carry little padding); the job encodes groups of about "
+        "`ingest.embed_batch_chunks` chunks as files arrive. Bare extraction skips what the loader adds "
+        "(page labels, title, text normalisation).",
+    ]
+    if encode["chunks"] != next((r["chunks"] for r in ingests), encode["chunks"]):
+        notes.append(
+            f"- **Chunk counts differ**: the bare encode embedded {encode['chunks']:,} chunks, the job "
+            f"{ingests[0]['chunks']:,}."
+        )
+    failed = [f"W={r['workers']}: {len(r['failed'])}" for r in ingests if r["failed"]]
+    if failed:
+        notes.append(f"- **Files failed to ingest** ({', '.join(failed)}); see the JSON for reasons.")
+    busy = [name for name, result in named if result["loadavg_before"][0] > BUSY_LOAD]
+    if busy:
+        notes.append(
+            f"- The machine was not idle: the 1-minute load average was above {BUSY_LOAD} when these "
+            f"stages began: {', '.join(busy)}. Part of that is this benchmark's own previous stage "
+            "(the load average decays over about a minute); the last column is the CPU time that other "
+            "processes used during each timed window, which is what actually competed with the stage."
+        )
+    contended = [
+        f"{name} ({result['other_cpu_seconds'] / result['seconds']:.2f} cores)"
+        for name, result in named
+        if result["other_cpu_seconds"] / result["seconds"] > 0.1
+    ]
+    if contended:
+        notes.append(
+            "- Other processes used more than 0.1 core on average during: "
+            f"{', '.join(contended)}; those timings are inflated accordingly."
+        )
+    return notes
+
+
+def write_results(section: str, path: Path) -> None:
+    """Replace (or add) the ingestion section of ``path``, keeping every other section."""
+    text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_HEADING), None)
+    if start is None:
+        body = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        before = "\n".join(lines[:start]).rstrip("\n")
+        after = "\n".join(lines[end:]).strip("\n")
+        body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
+    path.write_text(body)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    command = shlex.join(["python", "bench/ingest.py", *sys.argv[1:]])
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        workdir = Path(tmp)
+        corpus = workdir / "corpus"
+        corpus_info = build_corpus(Path(args.data), corpus, args.copies, args.limit_files)
+        print(
+            f"[bench] corpus: {corpus_info['files']} files, {corpus_info['pages']} pages in {corpus}",
+            file=sys.stderr,
+            flush=True,
+        )
+        extract = call_stage("extract", corpus, workdir)
+        encode = call_stage("encode", corpus, workdir)
+        ingests = [call_stage("ingest", corpus, workdir, w) for w in workers]
+    raw: Result = {
+        "command": command,
+        "machine": machine_info(),
+        "corpus": corpus_info,
+        "stages": {"extract": extract, "encode": encode, "ingest": ingests},
+        "ratios": compute_ratios(extract, encode, ingests),
+    }
+    section = render_markdown(raw)
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    if not args.no_write:
+        write_results(section, Path(args.results))
+        print(f"[bench] written to {args.results}", file=sys.stderr)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of PDFs (default: %(default)s)")
+    parser.add_argument("--copies", type=int, default=2, help="copies of the PDFs in the corpus (default: 2)")
+    parser.add_argument("--workers", default="0,1,2", help="ingest.workers values to run (default: 0,1,2)")
+    parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
+    parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
+    parser.add_argument("--results", default=str(RESULTS_FILE), help="markdown file to update (default: %(default)s)")
+    parser.add_argument("--no-write", action="store_true", help="print the results without updating --results")
+    parser.add_argument("--stage", choices=("extract", "encode", "ingest"), help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", help=argparse.SUPPRESS)
+    parser.add_argument("--kb", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.copies < 1:
+        parser.error("--copies must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _use_repository_packages()
+    if args.stage:
+        return run_stage(args)
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
