@@ -6,10 +6,7 @@ not the wisdom of its answers."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +22,10 @@ from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
 from rag.server import ModelServer
 from rag.types import Answer
+from tests.integration.cli import REPO, rag
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = [
     "How many days of paid vacation do full-time employees get?",
     "What payload can the R2 robot carry?",
@@ -68,13 +65,6 @@ def _cli_args(config: AppConfig) -> list[str]:
         "--set", f"generator.model={config.generator.model}", "--set", f"generator.port={config.generator.port}",
         "--set", "generator.max_answer_tokens=48",
     ]  # fmt: skip
-
-
-def _rag(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ui.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _check_answer(answer: Answer, config: AppConfig) -> None:
@@ -143,7 +133,7 @@ def local_generator_stub() -> Any:
 def test_rag_ask_batch_prints_clean_json(config: AppConfig, tmp_path: Path) -> None:
     questions = tmp_path / "questions.jsonl"
     questions.write_text("\n".join(json.dumps({"question": q}) for q in QUESTIONS[:2]) + "\n")
-    result = _rag("ask", "--batch", str(questions), "--json", *_cli_args(config))
+    result = rag("ask", "--batch", str(questions), "--json", *_cli_args(config))
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads(result.stdout)  # vLLM's logs went to stderr, not into the JSON
     assert [r["question"] for r in records] == QUESTIONS[:2]
@@ -161,7 +151,7 @@ def served(config: AppConfig) -> Iterator[AppConfig]:
 
 
 def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -> None:
-    status = _rag("model", "status", *_cli_args(served))
+    status = rag("model", "status", *_cli_args(served))
     assert status.returncode == 0 and "healthy" in status.stdout
 
     generator = ServerGenerator(served, f"http://127.0.0.1:{served.generator.port}/v1")
@@ -175,7 +165,7 @@ def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -
     _check_answer(final, served)
     assert final.timings["first_token_s"] <= final.timings["generate_s"]
 
-    result = _rag("ask", QUESTIONS[0], "--json", *_cli_args(served))
+    result = rag("ask", QUESTIONS[0], "--json", *_cli_args(served))
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout)
     assert {"question", "answer", "abstained", "citations", "retrieved", "timings", "model"} <= set(record)
@@ -185,6 +175,6 @@ def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -
 
 
 def test_question_longer_than_the_context_is_refused(served: AppConfig) -> None:
-    result = _rag("ask", "vacation " * 3000, *_cli_args(served))
+    result = rag("ask", "vacation " * 3000, *_cli_args(served))
     assert result.returncode == 1
     assert "shorten the question" in result.stderr and "Traceback" not in result.stderr

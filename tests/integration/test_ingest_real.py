@@ -7,7 +7,6 @@ model loaded per session.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,10 +27,10 @@ from tests.filefactory import (
     make_pdf,
     make_truncated_pdf,
 )
+from tests.integration.cli import REPO, clean_environment, rag
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 HANDBOOK_PAGES = [
     "Contents. Introduction. Leave policy. Equipment.",
@@ -39,13 +38,6 @@ HANDBOOK_PAGES = [
     "Vacation. Every full-time employee receives 28 days of paid vacation per calendar year.",
     "Equipment. Laptops use full-disk encryption and passwords of at least 14 characters.",
 ]
-
-
-def _rag(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ui.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _config(kb: Path, **overrides: Any) -> AppConfig:
@@ -90,7 +82,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_reports_every_bad_input_and_lands_the_good_files(corpus: Path, bad_files: Path, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
-    result = _rag("ingest", str(corpus), str(bad_files), str(tmp_path / "no-such-dir"), "--kb", str(kb), "--json")
+    result = rag("ingest", str(corpus), str(bad_files), str(tmp_path / "no-such-dir"), "--kb", str(kb), "--json")
     assert result.returncode == 2, result.stderr
     summary = json.loads(result.stdout)
     assert {"added", "updated", "unchanged", "removed", "failed", "documents", "chunks", "seconds"} <= set(summary)
@@ -118,7 +110,7 @@ def test_cli_reports_every_bad_input_and_lands_the_good_files(corpus: Path, bad_
     for name in reasons:
         assert name in result.stderr, "each failure is reported as it happens, by name"
 
-    info = _rag("info", "--kb", str(kb), "--json")
+    info = rag("info", "--kb", str(kb), "--json")
     assert info.returncode == 0, info.stderr
     facts = json.loads(info.stdout)
     assert facts["documents"] == 6 and facts["chunks"] == summary["chunks"] and facts["bytes"] > 0
@@ -126,22 +118,22 @@ def test_cli_reports_every_bad_input_and_lands_the_good_files(corpus: Path, bad_
     assert facts["last_run"]["status"] == "completed with failures"
     assert {Path(f["path"]).name for f in facts["last_run"]["failed"]} == reasons.keys()
 
-    again = _rag("ingest", str(corpus), "--kb", str(kb))
+    again = rag("ingest", str(corpus), "--kb", str(kb))
     assert again.returncode == 0, again.stderr
     assert "nothing changed: 6 file(s) already up to date" in again.stdout
 
-    search = _rag("search", "How many vacation days do employees get?", "--kb", str(kb), "-k", "3", "--json")
+    search = rag("search", "How many vacation days do employees get?", "--kb", str(kb), "-k", "3", "--json")
     assert search.returncode == 0, search.stderr
     hits = json.loads(search.stdout)
     assert Path(hits[0]["file"]).name == "handbook.pdf" and hits[0]["page"] == 3
-    assert "28 days" in hits[0]["text"] and hits[0]["retrievers"] == ["dense"]
+    assert "28 days" in hits[0]["text"] and hits[0]["retrievers"] == ["dense", "bm25"]
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
 def test_usage_errors_exit_1_with_a_message(corpus: Path, tmp_path: Path) -> None:
-    missing = _rag("info", "--kb", str(tmp_path / "nothing"))
+    missing = rag("info", "--kb", str(tmp_path / "nothing"))
     assert missing.returncode == 1 and "rag ingest" in missing.stderr and "Traceback" not in missing.stderr
-    bad = _rag("ingest", str(corpus), "--kb", str(tmp_path / "kb"), "--set", "chunking.chunk_tokens=abc")
+    bad = rag("ingest", str(corpus), "--kb", str(tmp_path / "kb"), "--set", "chunking.chunk_tokens=abc")
     assert bad.returncode == 1 and "chunking.chunk_tokens" in bad.stderr and "'abc'" in bad.stderr
 
 
@@ -195,11 +187,10 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
         "--set",
         "ingest.workers=0",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "ui.cli", "ingest", str(docs), "--kb", str(killed_kb), *settings],
         cwd=REPO,
-        env=env,
+        env=clean_environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -220,7 +211,7 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
                 if "no knowledge base" not in str(exc) and "is empty" not in str(exc):
                     raise
             if committed >= 2 and info_during_write is None:
-                info = _rag("info", "--kb", str(killed_kb), "--json")
+                info = rag("info", "--kb", str(killed_kb), "--json")
                 assert info.returncode == 0, info.stderr
                 info_during_write = json.loads(info.stdout)
             if committed >= 4:
@@ -255,6 +246,6 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
 def test_model_mismatch_tells_how_to_reindex(corpus: Path, tmp_path: Path, real_embedder: Any) -> None:
     config = _config(tmp_path / "kb")
     run_ingest([corpus / "notes.txt"], config, real_embedder)
-    result = _rag("search", "lyon", "--kb", str(config.kb_dir), "--set", "embedding.model=intfloat/e5-small-v2")
+    result = rag("search", "lyon", "--kb", str(config.kb_dir), "--set", "embedding.model=intfloat/e5-small-v2")
     assert result.returncode == 1
     assert "rag ingest --reindex" in result.stderr and "Traceback" not in result.stderr
