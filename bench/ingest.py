@@ -41,66 +41,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
-import platform
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
+from common import (
+    BUSY_LOAD,
+    REPO_ROOT,
+    Result,
+    Window,
+    add_output_arguments,
+    machine_info,
+    print_stage_result,
+    publish,
+    run_stage_command,
+    section_start,
+    use_repository_packages,
+)
+
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "financebench" / "pdfs"
-RESULTS_FILE = BENCH_DIR / "RESULTS.md"
 SECTION_HEADING = "## Ingestion (bench/ingest.py)"
-RESULTS_TITLE = "# Benchmark results"
 SERIAL_TARGET = 1.10
-BUSY_LOAD = 0.5
 RSS_SAMPLE_SECONDS = 0.2
 MIB = 1024 * 1024
-STAGE_PREFIX = "BENCH-RESULT "
-
-Result = dict[str, Any]
-
-
-def _use_repository_packages() -> None:
-    """Import ``ingest`` and ``rag`` from the repository, never this file.
-
-    Run as ``python bench/ingest.py``, Python puts ``bench/`` first on ``sys.path``, where this
-    very file would shadow the ``ingest`` package. Spawned loader workers inherit the fixed
-    path from their parent.
-    """
-    cwd = Path.cwd()
-    kept = [p for p in sys.path if (cwd / p).resolve() != BENCH_DIR]
-    sys.path[:] = [str(REPO_ROOT), *(p for p in kept if p != str(REPO_ROOT))]
 
 
 # --- measuring helpers (run inside a stage process) -------------------------------------
-
-
-def _own_cpu_seconds() -> float:
-    """CPU time of this process and of its waited-for children (the loader workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _system_busy_seconds() -> float:
-    """CPU time all processes on the machine have used (all cores), from /proc/stat."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
 class _TreeRssSampler:
@@ -136,35 +109,6 @@ class _TreeRssSampler:
         self._sample()
 
 
-class _Window:
-    """The timed window of a stage: wall time, load average and other processes' CPU use."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
-        self.load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
-        self.other_cpu_seconds = 0.0
-
-    @contextlib.contextmanager
-    def measure(self) -> Iterator[_Window]:
-        self.load_before = os.getloadavg()
-        busy, own = _system_busy_seconds(), _own_cpu_seconds()
-        started = time.perf_counter()
-        yield self
-        self.seconds = time.perf_counter() - started
-        own_used = _own_cpu_seconds() - own
-        self.other_cpu_seconds = max(0.0, _system_busy_seconds() - busy - own_used)
-        self.load_after = os.getloadavg()
-
-    def as_dict(self) -> Result:
-        return {
-            "seconds": self.seconds,
-            "loadavg_before": list(self.load_before),
-            "loadavg_after": list(self.load_after),
-            "other_cpu_seconds": self.other_cpu_seconds,
-        }
-
-
 def _peak_rss() -> Result:
     """``ru_maxrss`` (KiB on Linux) of this process and of its largest waited-for child."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -192,7 +136,7 @@ def stage_extract(corpus: Path) -> Result:
 
     files = _corpus_pdfs(corpus)
     pages = characters = 0
-    window = _Window()
+    window = Window()
     with _TreeRssSampler() as sampler, window.measure():
         for path in files:
             reader = pypdf.PdfReader(io.BytesIO(path.read_bytes()))
@@ -207,7 +151,7 @@ def stage_extract(corpus: Path) -> Result:
         "characters": characters,
         "pages_per_second": pages / window.seconds,
         "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
-        **window.as_dict(),
+        **window.as_dict(loadavg_after=True),
         **_peak_rss(),
     }
 
@@ -255,7 +199,7 @@ def stage_encode(corpus: Path) -> Result:
         model = SentenceTransformer(resolve_model_location(config.embedding.model), device=device)
         raw_model_load_seconds = time.perf_counter() - loading
 
-        window = _Window()
+        window = Window()
         with window.measure():
             vectors = model.encode(
                 texts,
@@ -276,7 +220,7 @@ def stage_encode(corpus: Path) -> Result:
         "raw_model_load_seconds": raw_model_load_seconds,
         "untimed_preparation_seconds": preparation_seconds,
         "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
-        **window.as_dict(),
+        **window.as_dict(loadavg_after=True),
         **_peak_rss(),
     }
 
@@ -296,7 +240,7 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
         embedder.load()
         model_load_seconds = time.perf_counter() - loading
 
-        window = _Window()
+        window = Window()
         with window.measure():
             summary = run_ingest([corpus], config, embedder)
     kb_bytes = sum(p.stat().st_size for p in kb_dir.rglob("*") if p.is_file())
@@ -315,7 +259,7 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
         "kb_mib": kb_bytes / MIB,
         "embed_batch_chunks": config.ingest.embed_batch_chunks,
         "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
-        **window.as_dict(),
+        **window.as_dict(loadavg_after=True),
         **_peak_rss(),
     }
 
@@ -331,7 +275,7 @@ def run_stage(args: argparse.Namespace) -> int:
             result = stage_encode(corpus)
         else:
             result = stage_ingest(corpus, Path(args.kb), int(args.workers))
-    print(STAGE_PREFIX + json.dumps(result), flush=True)
+    print_stage_result(result)
     return 0
 
 
@@ -384,49 +328,9 @@ def call_stage(stage: str, corpus: Path, workdir: Path, workers: int | None = No
         command += ["--workers", str(workers), "--kb", str(kb_dir)]
         label = f"{stage} W={workers}"
     print(f"[bench] {label}: running ...", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    # cwd: an empty folder, so no stray rag.toml is picked up
-    completed = subprocess.run(command, cwd=workdir, stdout=subprocess.PIPE, text=True, check=False)
-    if completed.returncode != 0:
-        raise SystemExit(f"stage {label} failed with exit status {completed.returncode}")
-    line = next((ln for ln in reversed(completed.stdout.splitlines()) if ln.startswith(STAGE_PREFIX)), None)
-    if line is None:
-        raise SystemExit(f"stage {label} printed no result")
-    result: Result = json.loads(line[len(STAGE_PREFIX) :])
-    result["process_seconds"] = time.perf_counter() - started
+    result = run_stage_command(command, workdir, label)
     print(f"[bench] {label}: {result['seconds']:.1f} s", file=sys.stderr, flush=True)
     return result
-
-
-def _version(*distributions: str) -> str:
-    for name in distributions:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            return metadata.version(name)
-    return "not installed"
-
-
-def machine_info() -> Result:
-    import psutil
-
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "ram_gib": psutil.virtual_memory().total / 1024**3,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "sentence_transformers": _version("sentence-transformers"),
-        "transformers": _version("transformers"),
-        "faiss": _version("faiss-cpu", "faiss-gpu", "faiss"),
-        "pypdf": _version("pypdf"),
-    }
 
 
 def compute_ratios(extract: Result, encode: Result, ingests: Sequence[Result]) -> Result:
@@ -463,17 +367,12 @@ def _other_cpu_cell(result: Result) -> str:
 def render_markdown(raw: Result) -> str:
     machine, corpus, stages, ratios = raw["machine"], raw["corpus"], raw["stages"], raw["ratios"]
     extract, encode, ingests = stages["extract"], stages["encode"], stages["ingest"]
-    lines = [SECTION_HEADING, ""]
-    lines.append(f"Command (from the repository root): `{raw['command']}`, run {machine['date']}.")
-    lines.append("")
-    lines.append(
-        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores (`os.cpu_count()`), "
-        f"{machine['ram_gib']:.1f} GiB RAM, no GPU used (model on `{encode['device']}`, "
-        f"{encode['torch_threads']} torch threads); {machine['os']}; Python {machine['python']}, "
+    gpu = f"no GPU used (model on `{encode['device']}`, {encode['torch_threads']} torch threads)"
+    versions = (
         f"torch {machine['torch']}, sentence-transformers {machine['sentence_transformers']}, "
-        f"transformers {machine['transformers']}, faiss {machine['faiss']}, pypdf {machine['pypdf']}."
+        f"transformers {machine['transformers']}, faiss {machine['faiss']}, pypdf {machine['pypdf']}"
     )
-    lines.append("")
+    lines = section_start(SECTION_HEADING, raw, versions, gpu)
     how = "hard-linked" if corpus["hard_linked"] else "copied"
     lines.append(
         f"Corpus: {corpus['source_files']} FinanceBench SEC filings ({corpus['source_pages']:,} pages, "
@@ -576,21 +475,6 @@ def _notes(raw: Result) -> list[str]:
     return notes
 
 
-def write_results(section: str, path: Path) -> None:
-    """Replace (or add) the ingestion section of ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_HEADING), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:]).strip("\n")
-        body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
-    path.write_text(body)
-
-
 def run_benchmark(args: argparse.Namespace) -> int:
     workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
     command = shlex.join(["python", "bench/ingest.py", *sys.argv[1:]])
@@ -608,18 +492,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
         ingests = [call_stage("ingest", corpus, workdir, w) for w in workers]
     raw: Result = {
         "command": command,
-        "machine": machine_info(),
+        "machine": machine_info(("torch", "sentence_transformers", "transformers", "faiss", "pypdf")),
         "corpus": corpus_info,
         "stages": {"extract": extract, "encode": encode, "ingest": ingests},
         "ratios": compute_ratios(extract, encode, ingests),
     }
-    section = render_markdown(raw)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
-    if not args.no_write:
-        write_results(section, Path(args.results))
-        print(f"[bench] written to {args.results}", file=sys.stderr)
+    publish(render_markdown(raw), raw, args, SECTION_HEADING)
     return 0
 
 
@@ -629,9 +507,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--copies", type=int, default=2, help="copies of the PDFs in the corpus (default: 2)")
     parser.add_argument("--workers", default="0,1,2", help="ingest.workers values to run (default: 0,1,2)")
     parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
-    parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
-    parser.add_argument("--results", default=str(RESULTS_FILE), help="markdown file to update (default: %(default)s)")
-    parser.add_argument("--no-write", action="store_true", help="print the results without updating --results")
+    add_output_arguments(parser)
     parser.add_argument("--stage", choices=("extract", "encode", "ingest"), help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--kb", help=argparse.SUPPRESS)
@@ -643,7 +519,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _use_repository_packages()
+    use_repository_packages()
     if args.stage:
         return run_stage(args)
     return run_benchmark(args)

