@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import resource
 import shlex
@@ -329,7 +330,8 @@ def call_stage(stage: str, corpus: Path, workdir: Path, workers: int | None = No
         label = f"{stage} W={workers}"
     print(f"[bench] {label}: running ...", file=sys.stderr, flush=True)
     result = run_stage_command(command, workdir, label)
-    print(f"[bench] {label}: {result['seconds']:.1f} s", file=sys.stderr, flush=True)
+    # the whole result goes to the log too, so a run killed later loses no finished stage
+    print(f"[bench] {label}: {result['seconds']:.1f} s {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 
 

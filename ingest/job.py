@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,22 +106,16 @@ def read_file(path: str, known_hash: str | None, max_bytes: int) -> FileLoad:
     content_hash = hashlib.sha256(data).hexdigest()
     base = FileLoad(path, len(data), stat.st_mtime_ns, content_hash)
     if content_hash == known_hash:
-        return _replace(base, unchanged=True)
+        return replace(base, unchanged=True)
     loader = loader_for(Path(path))
     if loader is None:
-        return _replace(base, error="unsupported file type")
+        return replace(base, error="unsupported file type")
     try:
-        return _replace(base, document=loader.load(Path(path), data))
+        return replace(base, document=loader.load(Path(path), data))
     except DocumentLoadError as exc:
-        return _replace(base, error=exc.reason)
+        return replace(base, error=exc.reason)
     except Exception as exc:  # noqa: BLE001 - a loader bug must not stop the batch
-        return _replace(base, error=f"unexpected {type(exc).__name__}: {exc}")
-
-
-def _replace(load: FileLoad, **changes: Any) -> FileLoad:
-    values = {name: getattr(load, name) for name in FileLoad.__slots__}
-    values.update(changes)
-    return FileLoad(**values)
+        return replace(base, error=f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _quiet_pdf_warnings() -> None:
