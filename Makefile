@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install run test lint typecheck unit integration bench-ingest clean
+.PHONY: install run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve clean
 
 install: $(STAMP)
 
@@ -54,8 +54,17 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
+# Benchmarks write their sections into bench/RESULTS.md; run them on a quiet machine.
+bench: bench-ingest bench-generate bench-retrieve
+
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
+
+bench-generate: install
+	$(BIN)/python bench/generate.py
+
+bench-retrieve: install
+	$(BIN)/python bench/retrieve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
