@@ -16,14 +16,13 @@ from typing import Any, Protocol
 from rag.errors import ModelLoadError, QuestionTooLongError
 from rag.types import ScoredChunk
 
+ABSTENTION = "I don't know: the documents do not say."
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered passages given with it. "
     "Write one or two short sentences. End each sentence with the numbers of the passages it "
     "comes from in square brackets, like [1] or [1][2]. "
-    "If the passages do not answer the question, reply exactly: "
-    '"I don\'t know: the documents do not say."'
+    f'If the passages do not answer the question, reply exactly: "{ABSTENTION}"'
 )
-ABSTENTION = "I don't know: the documents do not say."
 
 Message = dict[str, str]
 
@@ -98,10 +97,10 @@ class PromptBuilder:
 
         Raises :class:`QuestionTooLongError` when the question alone does not fit.
         """
-        bare = self._render(question, [])
-        if bare[1] > self._budget:
+        _, _, bare = self._render_full(question, [])
+        if bare > self._budget:
             raise QuestionTooLongError(
-                f"the question needs {bare[1]} prompt tokens with the instructions, but only "
+                f"the question needs {bare} prompt tokens with the instructions, but only "
                 f"{self._budget} fit the model's context beside the answer; shorten the question"
             )
         # Estimate each passage's cost once, then confirm by rendering the whole prompt; the
@@ -110,7 +109,7 @@ class PromptBuilder:
             self._tokenizer.count(f"{passage_header(n, hit)}\n{hit.chunk.text}\n\n")
             for n, hit in enumerate(passages, 1)
         ]
-        keep, used = 0, bare[1]
+        keep, used = 0, bare
         while keep < len(passages) and used + costs[keep] <= self._budget:
             used += costs[keep]
             keep += 1
@@ -120,10 +119,6 @@ class PromptBuilder:
                 break
             keep -= 1
         return Prompt(question, messages, text, count, tuple(passages[:keep]), len(passages) - keep)
-
-    def _render(self, question: str, passages: Sequence[ScoredChunk]) -> tuple[str, int]:
-        _, text, count = self._render_full(question, passages)
-        return text, count
 
     def _render_full(self, question: str, passages: Sequence[ScoredChunk]) -> tuple[tuple[Message, ...], str, int]:
         messages: tuple[Message, ...] = (
