@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from rag.errors import ConfigError
 
@@ -118,6 +118,17 @@ class GeneratorConfig(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="vLLM's own log level.")
 
 
+class UiConfig(_Section):
+    """The web page (`rag serve`)."""
+
+    host: str = Field("127.0.0.1", description="Where the page binds; loopback unless you mean to expose it.")
+    port: int = Field(8501, gt=0, lt=65536)
+    password: SecretStr | None = Field(
+        None, description="When set, the page asks for it before anything else (set it when the page is exposed)."
+    )
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest file the page accepts for upload.")
+
+
 class AppConfig(_Section):
     """Everything the product can be configured with. Build it with :func:`load_config`."""
 
@@ -132,6 +143,7 @@ class AppConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     generator: GeneratorConfig = GeneratorConfig()
+    ui: UiConfig = UiConfig()
 
 
 def env_var_names() -> dict[str, tuple[str, ...]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -117,6 +118,9 @@ class SentenceTransformerEmbedder:
         self._config = config
         self._model: SentenceTransformer | None = None
         self._tokenizer: HuggingFaceTokenizer | None = None
+        # A fast tokenizer raises "Already borrowed" when two threads use it at once, and the
+        # web page's sessions share this embedder: encodes take turns.
+        self._lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -180,11 +184,12 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         encode = model.encode_query if query else model.encode_document
-        vectors = encode(
-            list(texts),
-            batch_size=self._config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = encode(
+                list(texts),
+                batch_size=self._config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)

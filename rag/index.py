@@ -19,6 +19,7 @@ GPU implementation; the code path is otherwise the same. Writes always happen on
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,13 +70,16 @@ def _structure_of(index: Any) -> str:
 
 
 class FaissIndex:
-    """A mutable FAISS index keyed by chunk id. Not thread-safe: one writer at a time."""
+    """A mutable FAISS index keyed by chunk id. One writer at a time; searches may come from
+    several threads (they take turns: GPU indexes are not thread-safe, and a CPU search already
+    uses every core)."""
 
     def __init__(self, index: Any, config: IndexConfig) -> None:
         self._index = index
         self._config = config
         self._search_index: Any = None
         self._gpu_resources: Any = None
+        self._search_lock = threading.Lock()
 
     @classmethod
     def create(cls, dimension: int, config: IndexConfig) -> FaissIndex:
@@ -149,8 +153,9 @@ class FaissIndex:
         if len(self) == 0 or k <= 0:
             shape = (len(queries), max(k, 0))
             return np.zeros(shape, dtype=np.float32), np.full(shape, -1, dtype=np.int64)
-        index = self._searchable()
-        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
+        with self._search_lock:
+            index = self._searchable()
+            scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
         return scores, ids
 
     def _searchable(self) -> Any:

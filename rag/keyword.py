@@ -9,6 +9,7 @@ is not updated in place; the store rebuilds it from the chunk table when a run e
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ class Bm25Index:
         self._bm25 = bm25
         self._ids = chunk_ids
         self._stemmer = Stemmer.Stemmer("english")
+        # The web page's sessions search one index from several threads; the stemmer keeps
+        # state between calls, so searches take turns (each takes a few milliseconds).
+        self._lock = threading.Lock()
 
     @classmethod
     def build(cls, chunk_ids: Sequence[int], texts: Sequence[str]) -> Bm25Index:
@@ -65,10 +69,11 @@ class Bm25Index:
         """Top ``k`` ``(chunk_id, score)`` pairs, best first; chunks sharing no term are left out."""
         if len(self._ids) == 0 or k <= 0:
             return []
-        tokens = _tokenize([query], self._stemmer)
-        if not tokens[0]:
-            return []
-        documents, scores = self._bm25.retrieve(tokens, k=min(k, len(self._ids)), show_progress=False, n_threads=0)
+        with self._lock:
+            tokens = _tokenize([query], self._stemmer)
+            if not tokens[0]:
+                return []
+            documents, scores = self._bm25.retrieve(tokens, k=min(k, len(self._ids)), show_progress=False, n_threads=0)
         return [
             (int(self._ids[position]), float(score))
             for position, score in zip(documents[0], scores[0], strict=True)

@@ -8,6 +8,7 @@ dropped lowest rank first, so an over-long prompt never reaches the server.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,17 @@ class HuggingFaceChatTokenizer:
                 f"the tokenizer of generator model {location!r} cannot be loaded ({str(exc).splitlines()[0]}); "
                 "a hub id needs internet access or a cached copy: set generator.model to a local folder"
             ) from None
+        # Fast tokenizers are not safe to share between threads ("Already borrowed"); the web
+        # page's sessions share this one.
+        self._lock = threading.Lock()
 
     def count(self, text: str) -> int:
-        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+        with self._lock:
+            return len(self._tok(text, add_special_tokens=False)["input_ids"])
 
     def render(self, messages: Sequence[Message]) -> str:
-        return str(self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+        with self._lock:
+            return str(self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,7 +161,9 @@ class KnowledgeBaseStats:
 def _connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
     path = directory / DB_NAME
     if read_only:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        # One reader may serve several threads (the web page's sessions); KnowledgeBase
+        # serialises its use with a lock, so SQLite's same-thread check is not needed.
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
         connection = sqlite3.connect(path, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
@@ -195,16 +198,19 @@ def _row_to_chunk(row: Sequence[Any]) -> Chunk:
     )
 
 
+_DOCUMENT_COLUMNS = "id, source, content_hash, mime_type, title, page_count, size_bytes, mtime_ns, ingested_at"
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, c.page, c.page_label, c.start, c.end, c.token_count, c.text"
 
 
 class KnowledgeBase:
-    """Read access to a knowledge base; safe while another process ingests into it."""
+    """Read access to a knowledge base; safe while another process ingests into it, and safe to
+    share between threads (their reads take turns on one connection)."""
 
     def __init__(self, directory: Path, connection: sqlite3.Connection, manifest: Manifest) -> None:
         self.directory = directory
         self._db = connection
         self.manifest = manifest
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, directory: Path, config: AppConfig | None = None) -> KnowledgeBase:
@@ -236,11 +242,34 @@ class KnowledgeBase:
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: every query inside sees the same committed state."""
-        self._db.execute("BEGIN")
-        try:
-            yield self._db
-        finally:
-            self._db.execute("COMMIT")
+        with self._lock:
+            if self._db.in_transaction:  # nested in a snapshot this thread already holds
+                yield self._db
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    def generation(self) -> int:
+        """The committed generation now (it moves on with every commit of a writer)."""
+        with self._snapshot() as db:
+            manifest = _read_manifest(db, self.directory)
+        return manifest.generation if manifest is not None else 0
+
+    def document(self, document_id: str) -> Document | None:
+        with self._snapshot() as db:
+            row = db.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE id = ?", (document_id,)).fetchone()
+        return Document(*row) if row is not None else None
+
+    def page(self, document_id: str, number: int | None) -> Page | None:
+        """The stored text of one page (``None`` is the single page of a file without pages)."""
+        with self._snapshot() as db:
+            row = db.execute(
+                "SELECT number, text, label FROM pages WHERE document_id = ? AND number IS ?", (document_id, number)
+            ).fetchone()
+        return Page(row[0], row[1], row[2]) if row is not None else None
 
     def load_index(self, config: AppConfig) -> FaissIndex:
         """The index of the committed generation, consistent with the SQLite rows."""
@@ -294,26 +323,26 @@ class KnowledgeBase:
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        rows = self._db.execute(
-            f"SELECT {_CHUNK_COLUMNS}, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
-            f"WHERE c.id IN ({marks})",
-            wanted,
-        ).fetchall()
+        with self._snapshot() as db:
+            rows = db.execute(
+                f"SELECT {_CHUNK_COLUMNS}, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+                f"WHERE c.id IN ({marks})",
+                wanted,
+            ).fetchall()
         return {row[0]: (_row_to_chunk(row), row[9]) for row in rows}
 
     def all_chunks(self) -> list[tuple[Chunk, str]]:
         """Every chunk with its source path, in document and position order."""
-        rows = self._db.execute(
-            f"SELECT {_CHUNK_COLUMNS}, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
-            "ORDER BY d.source, c.ordinal"
-        ).fetchall()
+        with self._snapshot() as db:
+            rows = db.execute(
+                f"SELECT {_CHUNK_COLUMNS}, d.source FROM chunks c JOIN documents d ON d.id = c.document_id "
+                "ORDER BY d.source, c.ordinal"
+            ).fetchall()
         return [(_row_to_chunk(row), row[9]) for row in rows]
 
     def documents(self) -> list[Document]:
-        rows = self._db.execute(
-            "SELECT id, source, content_hash, mime_type, title, page_count, size_bytes, mtime_ns, "
-            "ingested_at FROM documents ORDER BY source"
-        ).fetchall()
+        with self._snapshot() as db:
+            rows = db.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents ORDER BY source").fetchall()
         return [Document(*row) for row in rows]
 
     def search(self, index: FaissIndex, query_vectors: Vectors, k: int) -> list[list[ScoredChunk]]:
