@@ -8,6 +8,7 @@ score calibration between a cosine similarity and a BM25 score.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -100,6 +101,8 @@ class CrossEncoderReranker:
     def __init__(self, inner: Retriever, model_id: str, candidates: int) -> None:
         self._inner, self._model_id, self._candidates = inner, model_id, candidates
         self._model: CrossEncoder | None = None
+        # Its tokenizer is not safe to share between threads; twins made by over() share it.
+        self._lock = threading.Lock()
 
     def load(self) -> None:
         from sentence_transformers import CrossEncoder
@@ -112,18 +115,40 @@ class CrossEncoderReranker:
                 "Use a local folder, or unset retrieval.reranker_model."
             ) from None
 
+    def over(self, inner: Retriever) -> CrossEncoderReranker:
+        """The same loaded model reranking another retriever (cheap: nothing is loaded)."""
+        twin = CrossEncoderReranker(inner, self._model_id, self._candidates)
+        twin._model, twin._lock = self._model, self._lock
+        return twin
+
     def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
         if self._model is None:
             raise RuntimeError("call load() before using the reranker")
         hits = self._inner.retrieve(query, max(k, self._candidates))
         if not hits:
             return []
-        scores: Any = self._model.predict([(query, hit.chunk.text) for hit in hits], show_progress_bar=False)
+        with self._lock:
+            scores: Any = self._model.predict([(query, hit.chunk.text) for hit in hits], show_progress_bar=False)
         ranked = sorted(zip(hits, scores, strict=True), key=lambda pair: -float(pair[1]))
         return [
             ScoredChunk(chunk=hit.chunk, source=hit.source, score=float(score), retrievers=(*hit.retrievers, "rerank"))
             for hit, score in ranked[:k]
         ]
+
+
+def assemble_retriever(
+    retrieval: RetrievalConfig, kb: KnowledgeBase, embedder: Embedder, dense_index: FaissIndex, keyword_index: Bm25Index
+) -> Retriever:
+    """The dense, keyword or hybrid retriever ``retrieval.mode`` asks for, over indexes already
+    loaded (cheap: callers that keep the indexes, like the web page, build one per question).
+    The reranker is not included; wrap the result with :meth:`CrossEncoderReranker.over`."""
+    dense = DenseRetriever(kb, dense_index, embedder)
+    keyword = KeywordRetriever(kb, keyword_index)
+    if retrieval.mode == "dense":
+        return dense
+    if retrieval.mode == "keyword":
+        return keyword
+    return HybridRetriever(dense, keyword, retrieval)
 
 
 def build_retriever(config: AppConfig, kb: KnowledgeBase, embedder: Embedder) -> Retriever:
@@ -132,16 +157,7 @@ def build_retriever(config: AppConfig, kb: KnowledgeBase, embedder: Embedder) ->
     ``embedder`` must be loaded; a configured reranker is loaded here.
     """
     dense_index, keyword_index = kb.load_indexes(config)
-    dense = DenseRetriever(kb, dense_index, embedder)
-    keyword = KeywordRetriever(kb, keyword_index)
-    mode = config.retrieval.mode
-    retriever: Retriever = (
-        dense
-        if mode == "dense"
-        else keyword
-        if mode == "keyword"
-        else HybridRetriever(dense, keyword, config.retrieval)
-    )
+    retriever = assemble_retriever(config.retrieval, kb, embedder, dense_index, keyword_index)
     if config.retrieval.reranker_model:
         reranker = CrossEncoderReranker(retriever, config.retrieval.reranker_model, config.retrieval.rerank_candidates)
         reranker.load()

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer every question in FILE (one per line, or JSONL with a 'question' field) with in-process vLLM",
     )
 
+    serve = commands.add_parser("serve", parents=[common], help="the web page, with the model server behind it")
+    serve.add_argument("--host", help="address to bind (default: ui.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port of the page (default: ui.port, 8501)")
+
     model = commands.add_parser("model", parents=[common], help="the vLLM model server (OpenAI-compatible, loopback)")
     model.add_argument("action", choices=["start", "stop", "status", "provision"])
     model.add_argument("--port", type=int, help="port to serve on (default: generator.port)")
@@ -92,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "search": cmd_search,
             "ask": cmd_ask,
             "model": cmd_model,
+            "serve": cmd_serve,
         }[args.command]
         return handler(args, config, err)
     except RagError as exc:
@@ -360,6 +365,18 @@ def cmd_model(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         print(status.describe())
         return EXIT_OK if status.healthy else EXIT_PARTIAL
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from ui.serve import serve
+
+    # The page reads the same configuration: pass on what this command line said.
+    app_arguments = ["--kb", str(config.kb_dir.absolute())]
+    if args.config is not None:
+        app_arguments += ["--config", str(args.config.absolute())]
+    for setting in args.settings:
+        app_arguments += ["--set", setting]
+    return serve(config, args.host or config.ui.host, args.port or config.ui.port, app_arguments, err)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""A PDF page as a picture, with the cited words marked on it (pypdfium2).
+
+pypdf extracted the text the knowledge base stores; PDFium renders the page. The two extract
+slightly different text (spacing, hyphenation), so the quote is found on the rendered page by
+PDFium's own text search, line by line, and whatever is found is marked. A quote that cannot be
+found still leaves the page image and the highlighted text beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from rag.errors import RagError
+
+_MIN_SEGMENT_CHARS = 12  # shorter pieces match in too many places to mark the right one
+_HIGHLIGHT = (253, 224, 71, 110)  # translucent yellow, RGBA
+
+
+class PageRenderError(RagError):
+    """A page could not be drawn (the file moved, changed, or is not a readable PDF)."""
+
+
+def render_pdf_page(path: Path, page_number: int, quote: str = "", width_px: int = 900) -> bytes:
+    """PNG bytes of 1-based page ``page_number`` of the PDF at ``path``, ``width_px`` wide,
+    with the lines of ``quote`` that PDFium finds on it marked.
+
+    Raises :class:`PageRenderError` naming the file and page when it cannot be drawn.
+    """
+    import pypdfium2 as pdfium
+    from PIL import Image, ImageDraw
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except (OSError, pdfium.PdfiumError) as exc:
+        raise PageRenderError(f"{path}: cannot open the PDF to show page {page_number} ({exc})") from None
+    try:
+        if not 1 <= page_number <= len(pdf):
+            raise PageRenderError(f"{path}: has {len(pdf)} pages, no page {page_number} (the file changed?)")
+        page = pdf[page_number - 1]
+        scale = width_px / page.get_width()
+        image = page.render(scale=scale).to_pil().convert("RGBA")
+        boxes = _quote_boxes(page, quote)
+        if boxes:
+            overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+            draw = ImageDraw.Draw(overlay)
+            height = page.get_height()
+            for left, bottom, right, top in boxes:
+                # PDF space has its origin at the bottom left; the image's is at the top left.
+                draw.rectangle(
+                    (left * scale, (height - top) * scale, right * scale, (height - bottom) * scale), fill=_HIGHLIGHT
+                )
+            image = Image.alpha_composite(image, overlay)
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+        return buffer.getvalue()
+    finally:
+        pdf.close()
+
+
+def _quote_boxes(page: object, quote: str) -> list[tuple[float, float, float, float]]:
+    """Rectangles (PDF units) of the quote's lines that PDFium's search finds on ``page``."""
+    segments = [" ".join(line.split()) for line in re.split(r"[\n\r]+", quote)]
+    segments = [segment for segment in segments if len(segment) >= _MIN_SEGMENT_CHARS]
+    if not segments:
+        return []
+    textpage = page.get_textpage()  # type: ignore[attr-defined]
+    boxes: list[tuple[float, float, float, float]] = []
+    try:
+        for segment in segments:
+            searcher = textpage.search(segment, match_case=False)
+            try:
+                found = searcher.get_next()
+            finally:
+                searcher.close()
+            if found is None:
+                continue
+            index, count = found
+            for rect in range(textpage.count_rects(index, count)):
+                boxes.append(tuple(textpage.get_rect(rect)))
+    finally:
+        textpage.close()
+    return boxes

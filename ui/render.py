@@ -1,0 +1,104 @@
+"""Turning answers and passages into HTML for the page, with every piece of text escaped.
+
+Document text and model output are untrusted: a PDF can contain ``<script>``, a model can write
+Markdown links. Nothing from them reaches the page as markup: text is HTML-escaped here and the
+page inserts it with ``st.html`` (which does not interpret Markdown, and strips scripts besides),
+so the only tags on the page are the ones built in this module. Labels that Streamlit renders as
+Markdown (expander titles) go through :func:`markdown_literal`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from pathlib import PurePosixPath, PureWindowsPath
+
+from rag.types import Citation
+
+_MARKER = re.compile(r"\[(\d+)\]")
+# Every character Markdown (CommonMark plus GitHub's extensions) gives a meaning to.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$&:])")
+_UNSAFE_NAME_CHARS = re.compile(r"[^\w.\- ]+")
+_MAX_NAME_CHARS = 120
+
+TEXT_STYLE = "white-space: pre-wrap; line-height: 1.5;"
+MARK_STYLE = "background: #fde68a; color: inherit; padding: 0 1px; border-radius: 2px;"
+MARKER_STYLE = "font-size: 0.75em; font-weight: 600; color: #1d4ed8; vertical-align: super;"
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` escaped so that Streamlit's Markdown shows it character for character."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def answer_html(text: str) -> str:
+    """An answer's text, escaped, with its ``[n]`` markers styled as citation references."""
+    escaped = html.escape(text)
+    body = _MARKER.sub(lambda m: f'<span class="rag-cite" style="{MARKER_STYLE}">[{m.group(1)}]</span>', escaped)
+    return f'<div class="rag-answer" style="{TEXT_STYLE}">{body}</div>'
+
+
+def highlight_html(text: str, start: int, end: int, *, context: int | None = None) -> str:
+    """``text`` escaped with ``text[start:end]`` marked; with ``context``, only that many
+    characters either side of the span are kept (cut at a word boundary, with ellipses)."""
+    start, end = max(0, min(start, len(text))), max(0, min(end, len(text)))
+    end = max(end, start)
+    left, right = 0, len(text)
+    if context is not None:
+        left, right = _word_boundary_left(text, start - context), _word_boundary_right(text, end + context)
+    before = ("… " if left > 0 else "") + text[left:start]
+    after = text[end:right] + (" …" if right < len(text) else "")
+    marked = f'<mark class="rag-quote" style="{MARK_STYLE}">{html.escape(text[start:end])}</mark>'
+    return f'<div class="rag-passage" style="{TEXT_STYLE}">{html.escape(before)}{marked}{html.escape(after)}</div>'
+
+
+def _word_boundary_left(text: str, position: int) -> int:
+    if position <= 0:
+        return 0
+    space = text.rfind(" ", 0, position)
+    return space + 1 if space >= 0 else 0
+
+
+def _word_boundary_right(text: str, position: int) -> int:
+    if position >= len(text):
+        return len(text)
+    space = text.find(" ", position)
+    return space if space >= 0 else len(text)
+
+
+def where(page: int | None, label: str | None) -> str:
+    """ "page 3", "page iv (5)" for a labelled page, or "" for a file without pages."""
+    if page is None:
+        return ""
+    return f"page {label} ({page})" if label and label != str(page) else f"page {page}"
+
+
+def citation_title(citation: Citation) -> str:
+    """The card title, plain text: ``[2] handbook.pdf · page 3 · support 80%``."""
+    parts = [f"[{citation.n}] {file_name(citation.file)}"]
+    if citation.page is not None:
+        parts.append(where(citation.page, citation.page_label))
+    parts.append(f"support {citation.support:.0%}")
+    return " · ".join(parts)
+
+
+def file_name(path: str) -> str:
+    """The last part of a stored source path (POSIX or Windows)."""
+    return PureWindowsPath(path).name if "\\" in path and "/" not in path else PurePosixPath(path).name
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe file name for an upload: the base name only (no folders, so nothing can be
+    written outside the upload folder), NFKC-normalised, characters other than letters, digits,
+    ``.``, ``-``, ``_`` and space replaced by ``_``, no leading dots (no hidden files), at most
+    120 characters with the extension kept. An empty result becomes ``upload``."""
+    base = PureWindowsPath(PurePosixPath(name.replace("\x00", "")).name).name
+    base = unicodedata.normalize("NFKC", base)
+    base = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".").strip()
+    stem, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem, suffix = base, ""
+    suffix = suffix[:16]
+    stem = stem[: _MAX_NAME_CHARS - len(suffix) - 1].rstrip() or "upload"
+    return f"{stem}.{suffix}" if suffix else stem
