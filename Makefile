@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve clean
 
 install: $(STAMP)
 
@@ -30,15 +30,25 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "from rag.embedder import resolve_model_location as r; import pathlib, sys; p = r('sentence-transformers/all-MiniLM-L6-v2'); sys.exit(0 if pathlib.Path(p).is_dir() else 'default embedding model not provisioned')"
 	@touch $(STAMP)
 
-# The main job: a knowledge base over the bundled samples (ingested when the knowledge base
-# is empty), then a sample search. The web page takes over here once it exists.
+# The main job: the web page over a knowledge base of the bundled samples (ingested when the
+# knowledge base is empty), with the model server behind it. Ctrl-C stops both.
 run: install
 	@docs=$$($(BIN)/rag info --kb $(KB) --json 2>/dev/null | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["documents"])' 2>/dev/null || echo 0); \
 	if [ "$$docs" = 0 ]; then $(BIN)/rag ingest $(SAMPLES) --kb $(KB); fi
 	$(BIN)/rag info --kb $(KB)
-	$(BIN)/rag search "How many days of paid vacation do employees get?" --kb $(KB) -k 3
+	$(BIN)/rag serve --kb $(KB)
 
-test: install lint typecheck
+# Debian's Chromium for the browser test (Playwright drives it; its own browser download
+# cannot reach the internet here). Installed once; needs root or sudo.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+test: install browser lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -51,7 +61,7 @@ typecheck: install
 unit: install
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-integration: install
+integration: install browser
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 # Benchmarks write their sections into bench/RESULTS.md; run them on a quiet machine.

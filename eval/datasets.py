@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import quote, unquote
 
 from rag.errors import RagError
 
@@ -71,6 +72,33 @@ def source_id(file: str | Path, page: int | None) -> str:
     return name if page is None else f"{name}#{page}"
 
 
+_CORPUS_SUFFIX = ".txt"
+# Longest quoted corpus id that still makes a file name (most file systems allow 255 bytes).
+_MAX_CORPUS_NAME = 240
+
+
+def corpus_file_name(doc_id: str) -> str:
+    """The file a BEIR corpus document is written to for ingestion: ``<doc_id>.txt``, id percent-quoted.
+
+    Quoting keeps any id a single safe file name ("/" and spaces become ``%2F``, ``%20``); a
+    leading dot is quoted too, since ingestion skips hidden files. :func:`corpus_id_of` reverses
+    it, which is how a retrieved passage maps back to the corpus id that qrels name. Raises
+    :class:`EvalDataError` for an id too long to be a file name.
+    """
+    quoted = quote(doc_id, safe="")
+    if quoted.startswith("."):
+        quoted = "%2E" + quoted[1:]
+    if len(quoted) > _MAX_CORPUS_NAME:
+        raise EvalDataError(doc_id[:60] + "…", f"a corpus id longer than {_MAX_CORPUS_NAME} characters is not supported")
+    return quoted + _CORPUS_SUFFIX
+
+
+def corpus_id_of(file: str | Path) -> str:
+    """The corpus id of a file written by :func:`corpus_file_name` (any path: the base name is read)."""
+    name = Path(file).name
+    return unquote(name.removesuffix(_CORPUS_SUFFIX))
+
+
 @dataclass(frozen=True, slots=True)
 class EvalQuestion:
     """One question of an evaluation set with its gold labels.
@@ -98,9 +126,13 @@ class EvalQuestion:
     def retrieved_id(self, file: str | Path, page: int | None) -> str:
         """The id to rank a retrieved passage under, so it compares with :attr:`qrels`.
 
-        The id of the gold source it falls in (so a passage anywhere in a file whose gold page is
-        ``None`` counts), else :func:`source_id` of its own file and page.
+        For a BEIR question (it has ``gold_doc_ids``), the corpus id the file was written for by
+        :func:`corpus_file_name`. Otherwise the id of the gold source it falls in (so a passage
+        anywhere in a file whose gold page is ``None`` counts), else :func:`source_id` of its own
+        file and page.
         """
+        if self.gold_doc_ids:
+            return corpus_id_of(file)
         for source in self.gold_sources:
             if source.matches(file, page):
                 return source.id

@@ -123,6 +123,11 @@ class CitedAnswer:
     abstained: bool
 
 
+def says_unknown(text: str) -> bool:
+    """Whether ``text`` says that it does not know or that the documents do not say (the abstention phrases)."""
+    return bool(_ABSTAIN.search(text))
+
+
 def content_words(text: str) -> list[str]:
     """Lower-cased words and numbers, stop words removed, light plural folding."""
     words = []
@@ -200,7 +205,7 @@ def cite(answer: str, passages: Sequence[ScoredChunk]) -> CitedAnswer:
                     sentence=claim,
                 )
             )
-    abstained = not citations or bool(_ABSTAIN.search(cleaned))
+    abstained = not citations or says_unknown(cleaned)
     return CitedAnswer(cleaned.strip(), tuple(citations), abstained)
 
 

@@ -129,6 +129,52 @@ class UiConfig(_Section):
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file the page accepts for upload.")
 
 
+class EvalConfig(_Section):
+    """Offline evaluation (`rag eval`): where runs go, how citations are judged, batching, statistics."""
+
+    runs_dir: Path = Field(
+        Path("eval-runs"),
+        description="Runs go to <runs_dir>/<dataset>-<UTC time> unless --out says where; knowledge bases "
+        "built for benchmark corpora are cached in <runs_dir>/.kb-cache.",
+    )
+    judge: Literal["overlap", "nli", "llm"] = Field(
+        "overlap",
+        description="Who decides whether passages support a sentence (citation metrics, faithfulness): overlap: "
+        "the local word-overlap check of `rag ask`; nli: an NLI cross-encoder; llm: a model behind an "
+        "OpenAI-compatible server.",
+    )
+    judge_model: str | None = Field(
+        None,
+        description="nli: a sentence-transformers CrossEncoder NLI model (hub id or folder); llm: the served model name.",
+    )
+    judge_base_url: str | None = Field(
+        None, description="llm: the OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8000/v1."
+    )
+    support_threshold: float = Field(
+        0.5, ge=0, le=1, description="overlap: share of content words; nli: entailment probability, to count as support."
+    )
+    retrieval_batch: int = Field(64, gt=0, description="Questions whose queries are embedded and searched together.")
+    retrieval_depth: int = Field(
+        20, ge=10, le=1000, description="Passages retrieved per question for the retrieval metrics (the prompt gets top_k)."
+    )
+    generation_batch: int = Field(
+        256,
+        gt=0,
+        description="Prompts per generator call: vLLM batches them; a killed run loses at most one such call.",
+    )
+    bootstrap_resamples: int = Field(1000, ge=100, description="Resamples for the 95% confidence intervals.")
+    seed: int = Field(0, description="Seed of the resampling, so a report is reproducible.")
+
+    @model_validator(mode="after")
+    def _judge_is_complete(self) -> EvalConfig:
+        if self.judge in ("nli", "llm") and not self.judge_model:
+            what = "an NLI CrossEncoder (hub id or folder)" if self.judge == "nli" else "the served model's name"
+            raise ValueError(f"judge '{self.judge}' needs judge_model: {what}")
+        if self.judge == "llm" and not self.judge_base_url:
+            raise ValueError("judge 'llm' needs judge_base_url: the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+        return self
+
+
 class AppConfig(_Section):
     """Everything the product can be configured with. Build it with :func:`load_config`."""
 
@@ -144,6 +190,7 @@ class AppConfig(_Section):
     retrieval: RetrievalConfig = RetrievalConfig()
     generator: GeneratorConfig = GeneratorConfig()
     ui: UiConfig = UiConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 def env_var_names() -> dict[str, tuple[str, ...]]:

@@ -78,21 +78,33 @@ class Pipeline:
         yield self._finish(prompt, "".join(pieces), timings, None)
 
     def _finish(self, prompt: Prompt, raw: str, timings: dict[str, float], generation: Generation | None) -> Answer:
-        cited = cite(raw, prompt.passages)
-        timings = {**timings, "total_s": sum(v for k, v in timings.items() if k != "first_token_s")}
-        if generation is not None:
-            timings["completion_tokens"] = float(generation.completion_tokens)
-        return Answer(
-            question=prompt.question,
-            text=cited.text,
-            abstained=cited.abstained,
-            citations=cited.citations,
-            retrieved=prompt.passages,
-            model=self.generator.model_id,
-            timings=timings,
-            prompt=prompt.text,
-            raw_output=raw,
-        )
+        return cited_answer(prompt, raw, timings, self.generator.model_id, generation)
+
+
+def cited_answer(
+    prompt: Prompt, raw: str, timings: dict[str, float], model_id: str, generation: Generation | None = None
+) -> Answer:
+    """The :class:`Answer` for a generator's ``raw`` output to ``prompt``: citations checked and located.
+
+    The last stage of :class:`Pipeline`, for callers that run the stages themselves (the
+    evaluation runner batches retrieval and generation across questions). ``timings`` gains
+    ``total_s``, and ``completion_tokens`` when ``generation`` is given.
+    """
+    cited = cite(raw, prompt.passages)
+    timings = {**timings, "total_s": sum(v for k, v in timings.items() if k != "first_token_s")}
+    if generation is not None:
+        timings["completion_tokens"] = float(generation.completion_tokens)
+    return Answer(
+        question=prompt.question,
+        text=cited.text,
+        abstained=cited.abstained,
+        citations=cited.citations,
+        retrieved=prompt.passages,
+        model=model_id,
+        timings=timings,
+        prompt=prompt.text,
+        raw_output=raw,
+    )
 
 
 def build_pipeline(

@@ -1,6 +1,9 @@
 """Finding passages for a question: dense (FAISS), keyword (BM25), fused, optionally reranked.
 
-Every retriever answers ``retrieve(query, k) -> list[ScoredChunk]``, best first. The hybrid one
+Every retriever answers ``retrieve(query, k) -> list[ScoredChunk]``, best first; the ones here
+also answer ``retrieve_many(queries, k)`` for a batch (one embedding call and one FAISS search for
+all the queries: evaluation retrieves hundreds at once), and :func:`retrieve_many` takes any
+retriever, batching where it can. The hybrid one
 fuses the two rankings by weighted reciprocal rank fusion (Cormack, Clarke and Büttcher,
 SIGIR 2009): ``score(c) = sum_r w_r / (rrf_k + rank_r(c))`` with 1-based ranks, which needs no
 score calibration between a cosine similarity and a BM25 score.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rag.config import AppConfig, RetrievalConfig
 from rag.embedder import Embedder
@@ -30,6 +33,20 @@ class Retriever(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchRetriever(Retriever, Protocol):
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
+        """``retrieve(query, k)`` for each query, in order, computed together."""
+        ...
+
+
+def retrieve_many(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
+    """The ``k`` best passages for each query: batched when ``retriever`` can, else one query at a time."""
+    if isinstance(retriever, BatchRetriever):
+        return retriever.retrieve_many(queries, k)
+    return [retriever.retrieve(query, k) for query in queries]
+
+
 class DenseRetriever:
     """Nearest neighbours of the query's embedding."""
 
@@ -37,7 +54,12 @@ class DenseRetriever:
         self._kb, self._index, self._embedder = kb, index, embedder
 
     def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        return self._kb.search(self._index, self._embedder.embed_queries([query]), k)[0]
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
+        if not queries:
+            return []
+        return self._kb.search(self._index, self._embedder.embed_queries(list(queries)), k)
 
 
 class KeywordRetriever:
@@ -54,6 +76,10 @@ class KeywordRetriever:
             for i, score in hits
             if i in found
         ]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
+        # BM25 scores one query at a time (a few milliseconds each); nothing to gain from a batch.
+        return [self.retrieve(query, k) for query in queries]
 
 
 def reciprocal_rank_fusion(
@@ -89,10 +115,17 @@ class HybridRetriever:
         self._dense, self._keyword, self._config = dense, keyword, config
 
     def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         depth = max(k, self._config.candidates)
-        rankings = {"dense": self._dense.retrieve(query, depth), "bm25": self._keyword.retrieve(query, depth)}
+        dense = retrieve_many(self._dense, queries, depth)
+        keyword = retrieve_many(self._keyword, queries, depth)
         weights = {"dense": self._config.dense_weight, "bm25": self._config.keyword_weight}
-        return reciprocal_rank_fusion(rankings, weights, self._config.rrf_k)[:k]
+        return [
+            reciprocal_rank_fusion({"dense": d, "bm25": b}, weights, self._config.rrf_k)[:k]
+            for d, b in zip(dense, keyword, strict=True)
+        ]
 
 
 class CrossEncoderReranker:
@@ -122,18 +155,31 @@ class CrossEncoderReranker:
         return twin
 
     def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         if self._model is None:
             raise RuntimeError("call load() before using the reranker")
-        hits = self._inner.retrieve(query, max(k, self._candidates))
-        if not hits:
-            return []
+        candidates = retrieve_many(self._inner, queries, max(k, self._candidates))
+        pairs = [(query, hit.chunk.text) for query, hits in zip(queries, candidates, strict=True) for hit in hits]
+        if not pairs:
+            return [[] for _ in queries]
+        # One predict call for every query's candidates: the model batches across queries.
         with self._lock:
-            scores: Any = self._model.predict([(query, hit.chunk.text) for hit in hits], show_progress_bar=False)
-        ranked = sorted(zip(hits, scores, strict=True), key=lambda pair: -float(pair[1]))
-        return [
-            ScoredChunk(chunk=hit.chunk, source=hit.source, score=float(score), retrievers=(*hit.retrievers, "rerank"))
-            for hit, score in ranked[:k]
-        ]
+            scores: Any = self._model.predict(pairs, show_progress_bar=False)
+        results, offset = [], 0
+        for hits in candidates:
+            ranked = sorted(
+                zip(hits, scores[offset : offset + len(hits)], strict=True), key=lambda pair: -float(pair[1])
+            )
+            offset += len(hits)
+            results.append(
+                [
+                    ScoredChunk(hit.chunk, hit.source, float(score), retrievers=(*hit.retrievers, "rerank"))
+                    for hit, score in ranked[:k]
+                ]
+            )
+        return results
 
 
 def assemble_retriever(

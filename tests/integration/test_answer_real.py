@@ -6,7 +6,6 @@ not the wisdom of its answers."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,13 @@ import pytest
 
 from ingest.job import run_ingest
 from rag.citations import _ABSTAIN
-from rag.config import AppConfig, load_config
+from rag.config import AppConfig
 from rag.generator import ServerGenerator, VllmGenerator
-from rag.models import resolve_generator_location
 from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
-from rag.server import ModelServer
 from rag.types import Answer
 from tests.integration.cli import REPO, rag
+from tests.integration.conftest import cli_settings, config_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,38 +31,16 @@ QUESTIONS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any) -> AppConfig:
+def config(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any, model_settings: dict[str, Any]) -> AppConfig:
     """A knowledge base over the bundled samples; the provisioned default generator by path."""
-    location = resolve_generator_location(load_config(environ={}))  # provisioned by `make install`
-    root = tmp_path_factory.mktemp("answer")
-    config = load_config(
-        environ={},
-        overrides={
-            "kb_dir": root / "kb",
-            "data_dir": root / "data",
-            "generator.model": location,
-            "generator.max_answer_tokens": 48,
-            "generator.port": _free_port(),
-            "generator.startup_timeout_s": 400,
-        },
-    )
+    config = config_for(tmp_path_factory.mktemp("answer") / "kb", model_settings)
     run_ingest([REPO / "samples"], config, real_embedder)
     return config
 
 
 def _cli_args(config: AppConfig) -> list[str]:
-    return [
-        "--kb", str(config.kb_dir), "--set", f"data_dir={config.data_dir}",
-        "--set", f"generator.model={config.generator.model}", "--set", f"generator.port={config.generator.port}",
-        "--set", "generator.max_answer_tokens=48",
-    ]  # fmt: skip
+    return cli_settings(config)
 
 
 def _check_answer(answer: Answer, config: AppConfig) -> None:
@@ -140,14 +116,11 @@ def test_rag_ask_batch_prints_clean_json(config: AppConfig, tmp_path: Path) -> N
     assert {"question", "answer", "abstained", "citations", "retrieved", "timings", "model"} <= set(records[0])
 
 
-@pytest.fixture(scope="module")
-def served(config: AppConfig) -> Iterator[AppConfig]:
-    server = ModelServer(config)
-    status = server.start(wait=True)
-    assert status.healthy
-    yield config
-    assert server.stop()
-    assert not server.status().running
+@pytest.fixture
+def served(config: AppConfig, model_server: AppConfig) -> AppConfig:
+    """The session's model server, which serves this module's configuration (same model, port)."""
+    assert (model_server.generator.port, model_server.data_dir) == (config.generator.port, config.data_dir)
+    return config
 
 
 def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -> None:

@@ -1,0 +1,70 @@
+"""`rag serve`'s lifecycle with a stand-in model server (a fake) and a real child process in
+place of Streamlit: Ctrl-C stops the page, and the model server only if serve started it."""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from rag.server import ServerState, ServerStatus
+from ui import serve as serve_module
+from ui.serve import is_loopback, serve, streamlit_command
+
+
+class FakeModelServer:
+    """A fake of rag.server.ModelServer that records what serve asked of it."""
+
+    running_before = False
+
+    def __init__(self, config: Any) -> None:
+        self.calls: list[str] = []
+        FakeModelServer.last = self
+
+    def status(self) -> ServerStatus:
+        state = ServerState(1, "127.0.0.1", 8000, "m")
+        return ServerStatus(state, running=self.running_before, healthy=self.running_before)
+
+    def start(self, *, wait: bool = True) -> ServerStatus:
+        self.calls.append("start")
+        return ServerStatus(ServerState(1, "127.0.0.1", 8000, "m"), running=True, healthy=True)
+
+    def stop(self) -> bool:
+        self.calls.append("stop")
+        return True
+
+
+# The "page": a child that sends this test process SIGINT, as a terminal's Ctrl-C would.
+CTRL_C = [sys.executable, "-c", "import os, signal, time; os.kill(os.getppid(), signal.SIGINT); time.sleep(30)"]
+
+
+@pytest.mark.parametrize("running_before", [False, True])
+def test_ctrl_c_stops_the_page_and_the_server_it_started(
+    monkeypatch: pytest.MonkeyPatch, make_config: Any, running_before: bool
+) -> None:
+    monkeypatch.setattr(serve_module, "ModelServer", FakeModelServer)
+    monkeypatch.setattr(serve_module, "streamlit_command", lambda *args: CTRL_C)
+    FakeModelServer.running_before = running_before
+    console = Console(file=io.StringIO())
+    code = serve(make_config(), "127.0.0.1", 8599, [], console)
+    assert code == 130
+    expected = ["start"] if running_before else ["start", "stop"]
+    assert FakeModelServer.last.calls == expected
+
+
+def test_the_streamlit_command_binds_as_asked_and_passes_the_configuration(make_config: Any) -> None:
+    config = make_config(ui__max_upload_mb=2.5)
+    command = streamlit_command(config, "127.0.0.1", 8600, ["--kb", "/x"])
+    flags = dict(zip(command[5:-3:2], command[6:-3:2], strict=True))
+    assert command[2:4] == ["streamlit", "run"] and command[4].endswith("ui/app.py")
+    assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8600"
+    assert flags["--server.maxUploadSize"] == "3" and flags["--browser.gatherUsageStats"] == "false"
+    assert command[-3:] == ["--", "--kb", "/x"]
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
