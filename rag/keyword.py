@@ -9,6 +9,7 @@ is not updated in place; the store rebuilds it from the chunk table when a run e
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,10 @@ import Stemmer
 Ids = npt.NDArray[np.int64]
 _IDS_FILE = "chunk_ids.npy"
 _META_FILE = "keyword.json"
+
+# bm25s sets its logger to DEBUG when imported, which prints a line at every index build;
+# give the level back to the application's logging configuration.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 
 def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
