@@ -89,7 +89,9 @@ def corpus_file_name(doc_id: str) -> str:
     if quoted.startswith("."):
         quoted = "%2E" + quoted[1:]
     if len(quoted) > _MAX_CORPUS_NAME:
-        raise EvalDataError(doc_id[:60] + "…", f"a corpus id longer than {_MAX_CORPUS_NAME} characters is not supported")
+        raise EvalDataError(
+            doc_id[:60] + "…", f"a corpus id longer than {_MAX_CORPUS_NAME} characters is not supported"
+        )
     return quoted + _CORPUS_SUFFIX
 
 

@@ -130,8 +130,9 @@ class NliJudge:
         try:
             model = CrossEncoder(self._model_id)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelLoadError(
-                f"NLI judge {self._model_id!r} cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}. "
+                f"NLI judge {self._model_id!r} cannot be loaded: {detail}. "
                 "Set eval.judge_model to a local folder or a cached hub id, or use eval.judge=overlap."
             ) from None
         self._entailment = entailment_index(getattr(model.config, "id2label", None), self._model_id)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eval.datasets import EvalDataset, corpus_file_name, iter_beir_corpus
 from eval.progress import EvalReporter, NullEvalReporter
-from eval.records import read_json, write_json
+from eval.records import write_json
 from rag.config import AppConfig
 from rag.embedder import Embedder
 
@@ -112,12 +111,6 @@ def prepare_kb(
     return kb
 
 
-def cached_kb_info(kb: Path) -> dict[str, object] | None:
-    """What the cache recorded about a knowledge base it built, or ``None`` for any other directory."""
-    done = kb.parent / _DONE_FILE
-    return read_json(done) if kb.name == "kb" and done.is_file() else None
-
-
 def write_beir_corpus(corpus: Path, folder: Path) -> Path:
     """Write each document of a BEIR ``corpus.jsonl`` to ``folder/<corpus-id>.txt``; returns ``folder``.
 
@@ -131,5 +124,5 @@ def write_beir_corpus(corpus: Path, folder: Path) -> Path:
             continue
         partial = folder / f".{path.name}.partial"
         partial.write_text(f"{title}\n\n{text}" if title.strip() else text, encoding="utf-8")
-        os.replace(partial, path)
+        partial.replace(path)
     return folder

@@ -86,7 +86,7 @@ def write_text(path: Path, text: str) -> None:
         stream.write(text)
         stream.flush()
         os.fsync(stream.fileno())
-    os.replace(partial, path)
+    partial.replace(path)
 
 
 def read_samples(path: Path) -> Iterator[Sample]:

@@ -110,6 +110,9 @@ class GeneratorConfig(_Section):
     dtype: str = Field("auto", description="auto: float32 on a CPU (twice bfloat16's speed there), else bfloat16.")
     enforce_eager: bool | None = Field(None, description="None: eager on a CPU (no 5-minute compile), graphs on a GPU.")
     kv_cache_gib: float = Field(2.0, gt=0, description="Paged KV cache size on a CPU (VLLM_CPU_KVCACHE_SPACE).")
+    prefix_caching: bool = Field(
+        True, description="Reuse the KV cache of prompt prefixes already computed (the fixed instructions first)."
+    )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     host: str = Field("127.0.0.1", description="Where `rag model start` binds the OpenAI-compatible server.")
     port: int = Field(8000, gt=0, lt=65536)
@@ -145,17 +148,24 @@ class EvalConfig(_Section):
     )
     judge_model: str | None = Field(
         None,
-        description="nli: a sentence-transformers CrossEncoder NLI model (hub id or folder); llm: the served model name.",
+        description="nli: a sentence-transformers CrossEncoder NLI model (hub id or folder); "
+        "llm: the served model's name.",
     )
     judge_base_url: str | None = Field(
         None, description="llm: the OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8000/v1."
     )
     support_threshold: float = Field(
-        0.5, ge=0, le=1, description="overlap: share of content words; nli: entailment probability, to count as support."
+        0.5,
+        ge=0,
+        le=1,
+        description="overlap: share of content words; nli: entailment probability, to count as support.",
     )
     retrieval_batch: int = Field(64, gt=0, description="Questions whose queries are embedded and searched together.")
     retrieval_depth: int = Field(
-        20, ge=10, le=1000, description="Passages retrieved per question for the retrieval metrics (the prompt gets top_k)."
+        20,
+        ge=10,
+        le=1000,
+        description="Passages retrieved per question for the retrieval metrics (the prompt gets top_k).",
     )
     generation_batch: int = Field(
         256,
@@ -171,7 +181,9 @@ class EvalConfig(_Section):
             what = "an NLI CrossEncoder (hub id or folder)" if self.judge == "nli" else "the served model's name"
             raise ValueError(f"judge '{self.judge}' needs judge_model: {what}")
         if self.judge == "llm" and not self.judge_base_url:
-            raise ValueError("judge 'llm' needs judge_base_url: the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+            raise ValueError(
+                "judge 'llm' needs judge_base_url: the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+            )
         return self
 
 

@@ -51,7 +51,7 @@ def engine_settings(config: AppConfig, has_gpu: bool) -> dict[str, Any]:
         "dtype": generator.dtype if generator.dtype != "auto" else ("auto" if has_gpu else "float32"),
         "enforce_eager": generator.enforce_eager if generator.enforce_eager is not None else not has_gpu,
         "max_model_len": generator.max_model_len,
-        "enable_prefix_caching": True,
+        "enable_prefix_caching": generator.prefix_caching,
     }
     if has_gpu:
         settings["gpu_memory_utilization"] = generator.gpu_memory_utilization

@@ -79,7 +79,7 @@ def server_command(config: AppConfig, location: str, host: str, port: int) -> li
         "--max-model-len", str(settings["max_model_len"]),
         "--host", host,
         "--port", str(port),
-        "--enable-prefix-caching",
+        "--enable-prefix-caching" if settings["enable_prefix_caching"] else "--no-enable-prefix-caching",
     ]  # fmt: skip
     if settings["enforce_eager"]:
         command.append("--enforce-eager")

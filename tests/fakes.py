@@ -2,17 +2,21 @@
 
 ``FakeEmbedder`` hashes words into a small vector space: deterministic, instant, and close
 enough to real embeddings that texts sharing words score higher than texts that do not.
+``FakeChatTokenizer`` counts words and renders a toy chat template; ``FakeGenerator`` returns
+canned answers and records which questions each call was given.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from rag.generator import Generation
 from rag.index import Vectors
+from rag.prompt import Message, Prompt
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -71,3 +75,44 @@ class FakeEmbedder:
             vectors[row, 0] += 1e-3  # never the zero vector
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors
+
+
+class FakeChatTokenizer:
+    """A fake: one token per whitespace-separated word; the template adds a few words per message."""
+
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return "".join(f"<|{m['role']}|> {m['content']} <|end|> " for m in messages) + "<|assistant|>"
+
+
+class FakeGenerator:
+    """A fake generator: the canned output for each prompt's question (``default`` for others).
+
+    ``calls`` holds the questions of every ``generate`` call, in order, so a test can check what
+    was generated and how it was batched.
+    """
+
+    def __init__(
+        self,
+        answers: Mapping[str, str] | None = None,
+        default: str = "I don't know: the documents do not say.",
+        model_id: str = "fake/generator",
+    ) -> None:
+        self._answers = dict(answers or {})
+        self._default = default
+        self._model_id = model_id
+        self.calls: list[list[str]] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        self.calls.append([prompt.question for prompt in prompts])
+        texts = [self._answers.get(prompt.question, self._default) for prompt in prompts]
+        return [Generation(text, len(text.split()), "stop", 0.01) for text in texts]
+
+    def stream(self, prompt: Prompt) -> Iterator[str]:
+        yield self.generate([prompt])[0].text

@@ -78,15 +78,55 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", parents=[common], help="the vLLM model server (OpenAI-compatible, loopback)")
     model.add_argument("action", choices=["start", "stop", "status", "provision"])
     model.add_argument("--port", type=int, help="port to serve on (default: generator.port)")
+
+    add_eval_parser(commands, common)
     return parser
+
+
+EVAL_USAGE = """\
+rag eval DATASET [--kb DIR] [--out DIR] [--format own|beir|financebench] [--docs DIR]
+                 [--retrieval-only | --closed-book] [--limit N] [--set KEY=VALUE ...] [--json]
+rag eval compare RUN_A RUN_B [--out DIR] [--json]"""
+
+
+def add_eval_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``rag eval``: one positional list, so ``compare`` needs no subcommand of its own (a dataset
+    path stays a plain positional); :func:`cmd_eval` tells the two forms apart."""
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[common],
+        usage=EVAL_USAGE,
+        help="evaluate on a question set; `rag eval compare RUN_A RUN_B` compares two runs",
+        description="Run a question set through the pipeline and write samples.jsonl, metrics.json, report.html "
+        "and run.trec to a run folder; or compare two run folders question by question. A DATASET is the "
+        "project's own JSONL, a BEIR folder or FinanceBench's JSONL. `compare` is read as the comparison only "
+        "when two run folders follow it (write ./compare for a dataset of that name).",
+    )
+    evaluate.add_argument("targets", nargs="+", metavar="DATASET | compare RUN_A RUN_B")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="run folder (default: <eval.runs_dir>/<dataset>-<UTC time>); "
+        "an existing one is resumed. For compare: where compare.html goes (default: RUN_B)",
+    )
+    evaluate.add_argument(
+        "--format", choices=["own", "jsonl", "beir", "financebench"], help="dataset format (default: detected)"
+    )
+    evaluate.add_argument("--docs", type=Path, help="FinanceBench's PDF folder (default: pdfs/ beside the file)")
+    evaluate.add_argument("--retrieval-only", action="store_true", help="retrieve and score retrieval; no generator")
+    evaluate.add_argument(
+        "--closed-book",
+        action="store_true",
+        help="answer with no passages (the baseline that measures the gain from retrieval)",
+    )
+    evaluate.add_argument("--limit", type=int, help="only the first N questions")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # bm25s sets its own logger to DEBUG at import; keep it at the level asked for.
-    logging.getLogger("bm25s").setLevel(level)
     err = Console(stderr=True, highlight=False)
     try:
         config = _config_from(args)
@@ -97,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ask": cmd_ask,
             "model": cmd_model,
             "serve": cmd_serve,
+            "eval": cmd_eval,
         }[args.command]
         return handler(args, config, err)
     except RagError as exc:
@@ -377,6 +418,111 @@ def cmd_serve(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     for setting in args.settings:
         app_arguments += ["--set", setting]
     return serve(config, args.host or config.ui.host, args.port or config.ui.port, app_arguments, err)
+
+
+def cmd_eval(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    targets = list(args.targets)
+    if targets[0] == "compare" and len(targets) == 3:
+        return _eval_compare(args, Path(targets[1]), Path(targets[2]), err)
+    if len(targets) != 1:
+        raise UsageError(f"expected one DATASET, or `compare RUN_A RUN_B`; usage:\n{EVAL_USAGE}")
+    if args.retrieval_only and args.closed_book:
+        raise UsageError("--retrieval-only and --closed-book exclude each other")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+    from eval.datasets import load_dataset
+    from eval.judges import build_judge
+    from eval.kbcache import prepare_kb
+    from eval.progress import EvalReporter, LineEvalReporter, RichEvalReporter
+    from eval.runner import default_run_dir, run_eval
+    from ingest.progress import IngestReporter, LineReporter, RichReporter
+    from rag.embedder import SentenceTransformerEmbedder
+    from rag.generator import VllmGenerator
+    from rag.models import resolve_generator_location
+
+    dataset_format = "jsonl" if args.format == "own" else args.format
+    dataset = load_dataset(Path(targets[0]), dataset_format, args.docs)
+    out = args.out or default_run_dir(config, dataset)
+    reporter: EvalReporter = RichEvalReporter(err) if err.is_terminal else LineEvalReporter(sys.stderr)
+    mode = "retrieval-only" if args.retrieval_only else "closed-book" if args.closed_book else "full"
+    # Paths may hold [brackets]: printed as they are, not as rich markup.
+    err.print(f"evaluating {dataset.name} ({len(dataset.questions)} questions, {mode}) into {out}", markup=False)
+    err.print(f"(if it stops, run the same command with --out {out} to continue)", markup=False)
+
+    embedder = None
+    kb_dir = args.kb
+    if not args.closed_book:
+        embedder = SentenceTransformerEmbedder(config.embedding)
+        embedder.load()
+        # Build a benchmark's knowledge base before vLLM starts: an idle CPU engine spins its
+        # threads and would slow the embedding down.
+        ingest_reporter: IngestReporter = RichReporter(err) if err.is_terminal else LineReporter(sys.stderr)
+        kb_dir = prepare_kb(dataset, config, embedder, kb_dir, ingest_reporter=ingest_reporter, reporter=reporter)
+    judge = build_judge(config.eval) if not (args.retrieval_only or args.closed_book) else None
+    generator = None
+    if not args.retrieval_only:
+        generator = VllmGenerator(config, resolve_generator_location(config))
+        err.print("starting vLLM in-process…")
+        generator.load()
+    try:
+        summary = run_eval(
+            dataset,
+            config,
+            out,
+            generator=generator,
+            embedder=embedder,
+            kb_dir=kb_dir,
+            retrieval_only=args.retrieval_only,
+            closed_book=args.closed_book,
+            limit=args.limit,
+            judge=judge,
+            reporter=reporter,
+        )
+    finally:
+        if generator is not None:
+            generator.close()
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        print(
+            f"{summary.dataset} ({summary.mode}): {summary.questions} questions, {summary.evaluated} evaluated now, "
+            f"{summary.resumed} resumed, {len(summary.failed)} failed ({summary.seconds:.1f} s)"
+        )
+        for question_id, reason in summary.failed:
+            print(f"  failed {question_id}: {reason}")
+        for name, value in summary.headline().items():
+            print(f"  {name:<20} {'-' if value is None else f'{value:.4f}'}")
+        for name, path in summary.files.items():
+            print(f"{name + ':':<9} {path}")
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def _eval_compare(args: argparse.Namespace, run_a: Path, run_b: Path, err: Console) -> int:
+    from eval.compare import compare_runs, comparison_html, comparison_page, render_text
+    from eval.records import COMPARE_FILE, METRICS_FILE
+    from eval.records import write_text as write_file
+    from eval.report import add_comparison_to_report
+
+    unused = [flag for flag, value in (("--format", args.format), ("--docs", args.docs), ("--limit", args.limit),
+              ("--retrieval-only", args.retrieval_only), ("--closed-book", args.closed_book)) if value]  # fmt: skip
+    if unused:
+        raise UsageError(f"{', '.join(unused)} do(es) not apply to `rag eval compare`")
+    comparison = compare_runs(run_a, run_b)
+    out = args.out or run_b
+    out.mkdir(parents=True, exist_ok=True)
+    page = out / COMPARE_FILE
+    write_file(page, comparison_page(comparison))
+    written = [page]
+    if (run_b / METRICS_FILE).is_file():
+        written.append(add_comparison_to_report(run_b, comparison_html(comparison)))
+    if args.json:
+        _print_json(comparison.as_dict() | {"files": [str(path) for path in written]})
+    else:
+        sys.stdout.write(render_text(comparison))
+        for path in written:
+            print(f"written: {path}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -79,6 +79,15 @@ def test_env_names_cover_every_field() -> None:
     assert names["RAG_KB_DIR"] == ("kb_dir",)
     assert names["RAG_INGEST_WORKERS"] == ("ingest", "workers")
     assert names["RAG_INDEX_HNSW_EF_SEARCH"] == ("index", "hnsw_ef_search")
+    assert names["RAG_EVAL_RUNS_DIR"] == ("eval", "runs_dir")
+
+
+def test_eval_section_from_environment_and_flags() -> None:
+    config = load_config(overrides={"eval.retrieval_batch": "16"}, environ={"RAG_EVAL_RUNS_DIR": "/tmp/runs"})
+    assert config.eval.runs_dir == Path("/tmp/runs") and config.eval.retrieval_batch == 16
+    assert config.eval.judge == "overlap" and config.eval.support_threshold == 0.5
+    with pytest.raises(ConfigError, match=r"eval\.retrieval_depth"):
+        load_config(overrides={"eval.retrieval_depth": 5}, environ={})
 
 
 def test_parse_assignments() -> None:

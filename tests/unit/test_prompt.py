@@ -1,22 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
 from rag.errors import QuestionTooLongError
-from rag.prompt import SYSTEM_PROMPT, Message, PromptBuilder
+from rag.prompt import SYSTEM_PROMPT, PromptBuilder
 from rag.types import Chunk, ScoredChunk
-
-
-class FakeChatTokenizer:
-    """A fake: one token per whitespace-separated word; the template adds a few words per message."""
-
-    def count(self, text: str) -> int:
-        return len(text.split())
-
-    def render(self, messages: Sequence[Message]) -> str:
-        return "".join(f"<|{m['role']}|> {m['content']} <|end|> " for m in messages) + "<|assistant|>"
+from tests.fakes import FakeChatTokenizer
 
 
 def _hit(n: int, words: int) -> ScoredChunk:

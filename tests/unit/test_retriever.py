@@ -8,7 +8,13 @@ from langchain_core.documents import Document as LcDocument
 from ingest.job import run_ingest
 from rag.config import RetrievalConfig
 from rag.langchain import KnowledgeBaseRetriever
-from rag.retriever import HybridRetriever, build_retriever, reciprocal_rank_fusion
+from rag.retriever import (
+    CrossEncoderReranker,
+    HybridRetriever,
+    build_retriever,
+    reciprocal_rank_fusion,
+    retrieve_many,
+)
 from rag.store import KnowledgeBase
 from rag.types import Chunk, ScoredChunk
 from tests.fakes import FakeEmbedder
@@ -74,3 +80,53 @@ def test_modes_and_langchain_adapter_over_a_real_store(tmp_path: Path, make_conf
     assert documents[0].page_content == "Apples and pears grow in the orchard."
     assert Path(documents[0].metadata["file"]).name == "fruit.txt"
     assert {"page", "score", "chunk_id", "retrievers", "start", "end"} <= set(documents[0].metadata)
+
+
+class CountingEmbedder(FakeEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.query_batches: list[int] = []
+
+    def embed_queries(self, texts: Any) -> Any:
+        self.query_batches.append(len(texts))
+        return super().embed_queries(texts)
+
+
+class FakeCrossEncoderModel:
+    """A fake reranking model: scores a passage by the words it shares with the query."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, pairs: list[tuple[str, str]], **kwargs: Any) -> list[float]:
+        self.calls.append(len(pairs))
+        return [float(len(set(q.lower().split()) & set(t.lower().split()))) for q, t in pairs]
+
+
+def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make_config: Any) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in {"a.txt": "apples and pears", "b.txt": "engines and brakes", "c.txt": "pears and brakes"}.items():
+        (docs / name).write_text(text)
+    config = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
+    embedder = CountingEmbedder()
+    run_ingest([docs], config, embedder)
+    queries = ["pears", "brakes", "apples engines"]
+    with KnowledgeBase.open(config.kb_dir, config) as kb:
+        for mode in ("dense", "keyword", "hybrid"):
+            mode_config = config.model_copy(update={"retrieval": RetrievalConfig(mode=mode)})
+            retriever = build_retriever(mode_config, kb, embedder)
+            embedder.query_batches.clear()
+            batched = retrieve_many(retriever, queries, 2)
+            assert embedder.query_batches == ([] if mode == "keyword" else [3]), mode
+            assert batched == [retriever.retrieve(query, 2) for query in queries], mode
+
+        model = FakeCrossEncoderModel()
+        reranker = CrossEncoderReranker(build_retriever(config, kb, embedder), "fake", candidates=3)
+        reranker._model = model  # a fake in place of load()
+        batched = reranker.retrieve_many(queries, 2)
+        assert model.calls == [9], "one predict call for every query's candidates"
+        assert batched == [reranker.retrieve(query, 2) for query in queries]
+        assert all(hit.retrievers[-1] == "rerank" for hits in batched for hit in hits)
+    fixed = FixedRetriever([_hit(1, "dense"), _hit(2, "dense")])
+    assert retrieve_many(fixed, ["x", "y"], 1) == [[fixed.ranking[0]], [fixed.ranking[0]]] and fixed.asked == [1, 1]
