@@ -104,6 +104,7 @@ class FakeGenerator:
         self._default = default
         self._model_id = model_id
         self.calls: list[list[str]] = []
+        self.prompts: list[Prompt] = []
 
     @property
     def model_id(self) -> str:
@@ -111,8 +112,12 @@ class FakeGenerator:
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
         self.calls.append([prompt.question for prompt in prompts])
+        self.prompts.extend(prompts)
         texts = [self._answers.get(prompt.question, self._default) for prompt in prompts]
         return [Generation(text, len(text.split()), "stop", 0.01) for text in texts]
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
-        yield self.generate([prompt])[0].text
+        """The same output, a word at a time (each piece but the first starts with its space)."""
+        words = self.generate([prompt])[0].text.split(" ")
+        for i, word in enumerate(words):
+            yield word if i == 0 else " " + word

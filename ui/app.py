@@ -21,6 +21,7 @@ import streamlit as st
 from rag.config import AppConfig, load_config, parse_assignments
 from rag.errors import RagError
 from ui.chat_page import render_chat
+from ui.eval_page import render_evaluation
 from ui.service import ChatService
 
 
@@ -71,12 +72,23 @@ def main(argv: Sequence[str]) -> None:
         return
     if not password_gate(config):
         return
-    try:
-        service = chat_service(config, config.model_dump_json())
-    except RagError as exc:
-        st.error(str(exc))
-        return
-    render_chat(service)
+
+    def ask() -> None:
+        try:
+            service = chat_service(config, config.model_dump_json())
+        except RagError as exc:
+            st.error(str(exc))
+            return
+        render_chat(service)
+
+    def evaluation() -> None:
+        render_evaluation(config.eval.runs_dir)
+
+    pages = [
+        st.Page(ask, title="Ask", icon="💬", url_path="ask", default=True),
+        st.Page(evaluation, title="Evaluation", icon="📊", url_path="evaluation"),
+    ]
+    st.navigation(pages).run()
 
 
 if __name__ == "__main__":

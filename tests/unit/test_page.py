@@ -4,7 +4,7 @@ a real browser over the real model is tests/integration/test_page_browser.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,50 +13,25 @@ from streamlit.testing.v1 import AppTest
 
 from ingest.job import run_ingest
 from rag.config import AppConfig
-from rag.generator import Generation
-from rag.prompt import Message, Prompt
-from tests.fakes import FakeEmbedder
+from rag.prompt import Prompt
+from tests.fakes import FakeChatTokenizer, FakeEmbedder, FakeGenerator
 from tests.filefactory import make_pdf
 from ui.service import UPLOAD_DIR_NAME, ChatService, ChatSettings
 
 VACATION = "Full-time employees receive 28 days of paid vacation per calendar year."
 
 
-class FakeChatTokenizer:
-    """A fake: one token per whitespace-separated word."""
-
-    def count(self, text: str) -> int:
-        return len(text.split())
-
-    def render(self, messages: Sequence[Message]) -> str:
-        return "".join(f"<|{m['role']}|> {m['content']} <|end|> " for m in messages) + "<|assistant|>"
-
-
-class FakeGenerator:
-    """A fake generator: streams ``reply`` word by word and records the prompts it was given."""
+class RecordingFakeGenerator(FakeGenerator):
+    """The fake generator (every question gets ``reply``), recording the configurations the page
+    built it with."""
 
     def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.prompts: list[Prompt] = []
-        self.configs: list[AppConfig] = []  # the configurations the page built generators with
+        super().__init__(default=reply)
+        self.configs: list[AppConfig] = []
 
-    def built_with(self, config: AppConfig) -> FakeGenerator:
+    def built_with(self, config: AppConfig) -> RecordingFakeGenerator:
         self.configs.append(config)
         return self
-
-    @property
-    def model_id(self) -> str:
-        return "fake/generator"
-
-    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
-        self.prompts.extend(prompts)
-        return [Generation(self.reply, len(self.reply.split()), "stop", 0.0) for _ in prompts]
-
-    def stream(self, prompt: Prompt) -> Iterator[str]:
-        self.prompts.append(prompt)
-        words = self.reply.split(" ")
-        for i, word in enumerate(words):
-            yield word if i == 0 else " " + word
 
 
 @pytest.fixture
@@ -70,8 +45,8 @@ def corpus(tmp_path: Path) -> Path:
     return docs
 
 
-def _service(config: AppConfig, reply: str, readiness: str | None = None) -> tuple[ChatService, FakeGenerator]:
-    generator = FakeGenerator(reply)
+def _service(config: AppConfig, reply: str, readiness: str | None = None) -> tuple[ChatService, RecordingFakeGenerator]:
+    generator = RecordingFakeGenerator(reply)
     service = ChatService(
         config,
         embedder=FakeEmbedder(),
@@ -190,7 +165,7 @@ def test_a_generator_failure_mid_answer_is_shown(config: AppConfig) -> None:
         config,
         embedder=FakeEmbedder(),
         chat_tokenizer=FakeChatTokenizer(),
-        generator_factory=lambda _config: FailingGenerator(""),
+        generator_factory=lambda _config: FailingGenerator(),
         readiness=lambda _config: None,
     )
     service.load()

@@ -1,0 +1,267 @@
+"""The evaluation page: the runs of `rag eval`, one run's metrics and questions, two runs compared.
+
+It reads run folders (``eval.records.read_run``) under ``eval.runs_dir``; it loads no model.
+Like the chat page, every piece of data text goes through :mod:`ui.render` or ``eval.htmlkit``
+escaping, or into Streamlit's own text elements.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from eval import plots
+from eval.compare import compare_runs, render_text
+from eval.records import RUN_FILE, EvalRunError, StoredRun, read_run
+from eval.report import headline
+from ui.render import answer_html, highlight_html, markdown_literal
+
+HEADLINE_LABELS = {
+    "ndcg@10": "nDCG@10",
+    "recall@10": "recall@10",
+    "hit@5": "hit@5",
+    "hit@10": "hit@10",
+    "em": "EM",
+    "f1": "F1",
+    "contains": "contains",
+    "citation_recall": "citation recall",
+    "citation_precision": "citation precision",
+    "latency_p50_s": "latency p50 (s)",
+}
+
+
+def run_folders(runs_dir: Path) -> list[Path]:
+    """Run folders under ``runs_dir`` (those holding a ``run.json``), newest first."""
+    if not runs_dir.is_dir():
+        return []
+    found = [path for path in runs_dir.iterdir() if path.is_dir() and (path / RUN_FILE).is_file()]
+    return sorted(found, key=lambda path: (path / RUN_FILE).stat().st_mtime, reverse=True)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _load(path: str, stamp: float) -> StoredRun:
+    """A run, read again when its samples file changes (``stamp``: its modification time)."""
+    del stamp
+    return read_run(Path(path))
+
+
+def _read(path: Path) -> StoredRun | None:
+    try:
+        return _load(str(path), (path / "samples.jsonl").stat().st_mtime)
+    except (EvalRunError, OSError) as exc:
+        st.warning(f"{markdown_literal(path.name)}: {exc}")
+        return None
+
+
+def render_evaluation(runs_dir: Path) -> None:
+    """The whole evaluation page for one script run."""
+    st.title("Evaluation")
+    folders = run_folders(runs_dir)
+    if not folders:
+        st.info(
+            f"No evaluation runs in {runs_dir} yet. Run one with `rag eval DATASET` "
+            "(for example `rag eval questions.jsonl`); its results appear here."
+        )
+        return
+    runs = [run for run in (_read(path) for path in folders) if run is not None]
+    st.dataframe(_overview_rows(runs), hide_index=True, use_container_width=True)
+    names = [run.name for run in runs]
+    by_name = {run.name: run for run in runs}
+    one_run, two_runs = st.tabs(["One run", "Compare two runs"])
+    with one_run:
+        chosen = st.selectbox("Run", names, key="eval_run")
+        if chosen:
+            _run_view(by_name[chosen])
+    with two_runs:
+        if len(runs) < 2:
+            st.info("Two runs are needed for a comparison.")
+        else:
+            left, right = st.columns(2)
+            a = left.selectbox("Run A (before)", names, index=1, key="eval_a")
+            b = right.selectbox("Run B (after)", names, index=0, key="eval_b")
+            if a and b:
+                _compare_view(by_name[a], by_name[b])
+
+
+def _overview_rows(runs: list[StoredRun]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        dataset = run.info.get("dataset", {})
+        row: dict[str, Any] = {
+            "run": run.name,
+            "dataset": dataset.get("name", ""),
+            "mode": run.mode,
+            "questions": len(run.samples),
+            "finished": run.metrics is not None,
+        }
+        if run.metrics is not None:
+            for key, value in headline(run.metrics).items():
+                row[HEADLINE_LABELS.get(key, key)] = None if value is None else round(float(value), 4)
+        rows.append(row)
+    return rows
+
+
+def _run_view(run: StoredRun) -> None:
+    if run.metrics is None:
+        st.warning(
+            f"This run has not finished ({len(run.samples)} questions so far): continue it with "
+            f"`rag eval DATASET --out {markdown_literal(str(run.path))}`."
+        )
+        return
+    metrics = run.metrics
+    counts = metrics.get("counts", {})
+    st.caption(
+        f"{counts.get('questions', 0)} questions, {counts.get('failed', 0)} failed, "
+        f"{counts.get('abstained', 0)} abstained · mode {run.mode} · "
+        f"generator {markdown_literal(str(metrics.get('models', {}).get('generator', '–')))}"
+    )
+    rows = [
+        {
+            "metric": name,
+            "mean": round(values["mean"], 4),
+            "95% low": round(values["ci95"][0], 4) if values.get("ci95") else None,
+            "95% high": round(values["ci95"][1], 4) if values.get("ci95") else None,
+            "questions": values.get("n"),
+        }
+        for name, values in metrics.get("metrics", {}).items()
+    ]
+    st.dataframe(rows, hide_index=True, use_container_width=True)
+    _charts(run)
+    _questions(run)
+
+
+def _charts(run: StoredRun) -> None:
+    assert run.metrics is not None
+    aggregates = run.metrics.get("metrics", {})
+    bars = [
+        (name, values["mean"], tuple(values["ci95"]) if values.get("ci95") else None)
+        for name, values in aggregates.items()
+        if name not in ("latency_s", "completion_tokens") and 0.0 <= values["mean"] <= 1.0
+    ]
+    latencies = [s["metrics"]["latency_s"] for s in run.samples if s.get("metrics", {}).get("latency_s") is not None]
+    ranks = list(run.metrics.get("first_relevant_rank", {}).items())
+    charts = [
+        plots.bar_chart(bars, title="Metrics with 95% intervals", y_max=1.0),
+        plots.histogram(latencies, title="Latency per question", x_label="seconds", bins=12),
+        plots.count_bars(ranks, title="Rank of the first gold hit", x_label="rank (none: not retrieved)"),
+    ]
+    columns = st.columns(len([chart for chart in charts if chart]) or 1)
+    for column, chart in zip(columns, [chart for chart in charts if chart], strict=False):
+        with column:
+            st.html(chart)  # our own SVG; every label in it is escaped by eval.plots
+
+
+def _questions(run: StoredRun) -> None:
+    st.subheader("Questions")
+    search = st.text_input("Filter by words in the question", key="eval_filter")
+    only = st.radio(
+        "Show", ["all", "answered", "abstained", "failed", "gold not retrieved"], horizontal=True, key="eval_only"
+    )
+    samples = [sample for sample in run.samples if _keep(sample, search, only)]
+    st.caption(f"{len(samples)} of {len(run.samples)} questions")
+    if not samples:
+        return
+    labels = {f"{sample['id']}: {sample['question'][:120]}": sample for sample in samples}
+    chosen = st.selectbox("Open a question", list(labels), key="eval_question")
+    if chosen:
+        _question_detail(labels[chosen])
+
+
+def _keep(sample: dict[str, Any], search: str, only: str) -> bool:
+    if search and search.lower() not in sample.get("question", "").lower():
+        return False
+    if only == "answered":
+        return sample.get("abstained") is False and not sample.get("error")
+    if only == "abstained":
+        return bool(sample.get("abstained"))
+    if only == "failed":
+        return bool(sample.get("error"))
+    if only == "gold not retrieved":
+        return sample.get("metrics", {}).get("hit@10") == 0.0
+    return True
+
+
+def _question_detail(sample: dict[str, Any]) -> None:
+    st.text(sample["question"])
+    gold = list(sample.get("answers", [])) + [
+        source["file"] + (f" p.{source['page']}" if source.get("page") is not None else "")
+        for source in sample.get("gold_sources", [])
+    ]
+    if gold:
+        st.caption("Gold: " + markdown_literal("; ".join(gold)))
+    if sample.get("error"):
+        st.error(str(sample["error"]))
+    if sample.get("answer") is not None:
+        st.markdown("**Answer**" + (" (abstained)" if sample.get("abstained") else ""))
+        st.html(answer_html(sample.get("answer") or ""))
+    metrics = {name: value for name, value in sample.get("metrics", {}).items() if value is not None}
+    if metrics:
+        st.dataframe([metrics], hide_index=True, use_container_width=True)
+    for citation in sample.get("citations", []):
+        page = f" · page {citation['page']}" if citation.get("page") is not None else ""
+        title = f"[{citation['n']}] {Path(citation['file']).name}{page} · support {citation.get('support', 0):.0%}"
+        with st.expander(markdown_literal(title)):
+            quote = citation.get("quote", "")
+            st.html(highlight_html(quote, 0, len(quote)))
+    with st.expander(f"Retrieved passages ({len(sample.get('retrieved', []))})"):
+        for passage in sample.get("retrieved", []):
+            gold_mark = " · gold" if passage.get("id") in sample.get("qrels", {}) else ""
+            page = f" p.{passage['page']}" if passage.get("page") is not None else ""
+            st.caption(
+                markdown_literal(f"{passage['rank']}. {passage['file']}{page} · score {passage.get('score', 0):.4f}")
+                + gold_mark
+            )
+            text = passage.get("text", "")
+            st.html(highlight_html(text, 0, 0))
+    if sample.get("prompt"):
+        with st.expander("Prompt"):
+            st.text(sample["prompt"])
+    if sample.get("raw_output") is not None:
+        with st.expander("Raw model output"):
+            st.text(sample["raw_output"])
+
+
+def _compare_view(run_a: StoredRun, run_b: StoredRun) -> None:
+    if run_a.path == run_b.path:
+        st.info("Pick two different runs.")
+        return
+    try:
+        comparison = compare_runs(run_a.path, run_b.path)
+    except EvalRunError as exc:
+        st.error(str(exc))
+        return
+    if not comparison.same_dataset:
+        st.warning("The two runs are on different datasets (or versions of one): only shared question ids are paired.")
+    st.caption(
+        f"{comparison.paired} questions paired · primary metric {comparison.primary} · "
+        "p-values: paired permutation test (and paired bootstrap)"
+    )
+    st.dataframe(
+        [
+            {
+                "metric": row.name,
+                "A": round(row.mean_a, 4),
+                "B": round(row.mean_b, 4),
+                "B − A": round(row.delta, 4),
+                "p (permutation)": None if row.p_permutation is None else round(row.p_permutation, 4),
+                "p (bootstrap)": None if row.p_bootstrap is None else round(row.p_bootstrap, 4),
+                "questions": row.n,
+            }
+            for row in comparison.metrics
+        ],
+        hide_index=True,
+        use_container_width=True,
+    )
+    better, worse = st.columns(2)
+    with better:
+        st.markdown(f"**Better in B** ({len(comparison.better)})")
+        for change in comparison.better[:25]:
+            st.text(f"+{change.delta:.3f}  {change.id}: {change.question[:100]}")
+    with worse:
+        st.markdown(f"**Worse in B** ({len(comparison.worse)})")
+        for change in comparison.worse[:25]:
+            st.text(f"{change.delta:.3f}  {change.id}: {change.question[:100]}")
+    with st.expander("As text (`rag eval compare`)"):
+        st.text(render_text(comparison))
