@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-eval clean
 
 install: $(STAMP)
 
@@ -65,7 +65,7 @@ integration: install browser
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 # Benchmarks write their sections into bench/RESULTS.md; run them on a quiet machine.
-bench: bench-ingest bench-generate bench-retrieve
+bench: bench-ingest bench-generate bench-retrieve bench-page bench-eval
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
@@ -75,6 +75,12 @@ bench-generate: install
 
 bench-retrieve: install
 	$(BIN)/python bench/retrieve.py
+
+bench-page: install
+	$(BIN)/python bench/page.py
+
+bench-eval: install
+	$(BIN)/python bench/eval.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -122,6 +122,26 @@ def own_cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of process ``pid`` and all its descendants, alive now: a benchmark's own work when
+    it starts a model server or vLLM's engine process, which are not waited-for children."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 class Window:
     """A timed window: wall seconds, load average before and after it, other processes' CPU during it.
 

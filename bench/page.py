@@ -30,6 +30,7 @@ Run from the repository root: ``python bench/page.py`` (a smoke run:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from common import (
     Window,
     add_output_arguments,
     machine_info,
-    own_cpu_seconds,
+    process_tree_cpu_seconds,
     publish,
     section_start,
     use_repository_packages,
@@ -83,25 +84,6 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of process ``pid`` and all its descendants (the server and its engine core)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def ask(service: ChatService, settings: ChatSettings, question: str) -> dict[str, float]:
     started = time.perf_counter()
     first: float | None = None
@@ -124,8 +106,7 @@ def run_pass(
     started = time.perf_counter()
     status = server.start(wait=True)
     start_s = time.perf_counter() - started
-    assert status.state is not None
-    server_pid = status.state.pid
+    assert status.healthy
     try:
         ask(service, settings, "Warm-up: what is this collection about?")
         records: list[dict[str, float]] = []
@@ -138,7 +119,7 @@ def run_pass(
                     records.append(record)
 
         # The server and its engine process are this benchmark's own work, not other processes'.
-        window = Window(own_clock=lambda: own_cpu_seconds() + process_tree_cpu_seconds(server_pid))
+        window = Window(own_clock=lambda: process_tree_cpu_seconds(os.getpid()))
         with window.measure():
             threads = [threading.Thread(target=session, args=(n,)) for n in range(sessions)]
             for thread in threads:
