@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 import numpy.typing as npt
 import Stemmer
@@ -24,13 +23,26 @@ Ids = npt.NDArray[np.int64]
 _IDS_FILE = "chunk_ids.npy"
 _META_FILE = "keyword.json"
 
-# bm25s sets its logger to DEBUG when imported, which prints a line at every index build;
-# give the level back to the application's logging configuration.
-logging.getLogger("bm25s").setLevel(logging.NOTSET)
+
+def _bm25s() -> Any:
+    """bm25s, imported on first use, not with this module.
+
+    bm25s imports numba when it is installed (ranx, for `rag eval`, brings it), and vLLM's CPU
+    worker processes fail to start with numba's llvmlite loaded in them (their kernel scan trips
+    over llvmlite's objects). A spawned worker re-imports the main module, so a script that
+    imports ``rag.pipeline`` at the top and then starts in-process vLLM must not load numba just
+    by importing the core.
+    """
+    import bm25s
+
+    # bm25s sets its logger to DEBUG when imported, which prints a line at every index build;
+    # give the level back to the application's logging configuration.
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
 
 
 def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
-    tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+    tokens = _bm25s().tokenize(list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
     return [list(words) for words in tokens]
 
 
@@ -47,7 +59,7 @@ class Bm25Index:
 
     @classmethod
     def build(cls, chunk_ids: Sequence[int], texts: Sequence[str]) -> Bm25Index:
-        bm25 = bm25s.BM25()
+        bm25 = _bm25s().BM25()
         if texts:
             bm25.index(_tokenize(texts, Stemmer.Stemmer("english")), show_progress=False)
         return cls(bm25, np.asarray(chunk_ids, dtype=np.int64))
@@ -56,8 +68,8 @@ class Bm25Index:
     def read(cls, directory: Path) -> Bm25Index:
         ids = np.load(directory / _IDS_FILE)
         if len(ids) == 0:
-            return cls(bm25s.BM25(), ids)
-        return cls(bm25s.BM25.load(str(directory), show_progress=False), ids)
+            return cls(_bm25s().BM25(), ids)
+        return cls(_bm25s().BM25.load(str(directory), show_progress=False), ids)
 
     def write(self, directory: Path) -> None:
         """Write into ``directory`` (created; the caller renames it into place atomically)."""
