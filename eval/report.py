@@ -314,7 +314,9 @@ def _metric_table(metrics: dict[str, Any]) -> str:
     return "<h2>Metrics</h2>" + htmlkit.table(["metric", "mean", "95% CI", "n"], rows, numeric=(1, 3)) + note
 
 
-def _charts(metrics: dict[str, Any], samples: Sequence[Sample]) -> str:
+def chart_svgs(metrics: dict[str, Any], samples: Sequence[Sample]) -> list[str]:
+    """The run's charts as inline SVG (metric bars with intervals, latency histogram, rank of
+    the first gold hit), leaving out those with no data: the report and the web page show these."""
     aggregates = metrics.get("metrics", {})
     bars: list[tuple[str, float, tuple[float, float] | None]] = []
     for name in QUALITY_METRICS:
@@ -328,7 +330,11 @@ def _charts(metrics: dict[str, Any], samples: Sequence[Sample]) -> str:
     charts.append(
         plots.count_bars(list(ranks.items()), title="Rank of the first gold hit", x_label="rank (none: not retrieved)")
     )
-    return '<h2>Charts</h2><div class="charts">' + "".join(chart for chart in charts if chart) + "</div>"
+    return [chart for chart in charts if chart]
+
+
+def _charts(metrics: dict[str, Any], samples: Sequence[Sample]) -> str:
+    return '<h2>Charts</h2><div class="charts">' + "".join(chart_svgs(metrics, samples)) + "</div>"
 
 
 def _question_table(samples: Sequence[Sample], mode: str) -> str:

@@ -12,10 +12,9 @@ from typing import Any
 
 import streamlit as st
 
-from eval import plots
 from eval.compare import compare_runs, render_text
 from eval.records import RUN_FILE, EvalRunError, StoredRun, read_run
-from eval.report import headline
+from eval.report import chart_svgs, headline
 from ui.render import answer_html, highlight_html, markdown_literal
 
 HEADLINE_LABELS = {
@@ -134,21 +133,8 @@ def _run_view(run: StoredRun) -> None:
 
 def _charts(run: StoredRun) -> None:
     assert run.metrics is not None
-    aggregates = run.metrics.get("metrics", {})
-    bars = [
-        (name, values["mean"], tuple(values["ci95"]) if values.get("ci95") else None)
-        for name, values in aggregates.items()
-        if name not in ("latency_s", "completion_tokens") and 0.0 <= values["mean"] <= 1.0
-    ]
-    latencies = [s["metrics"]["latency_s"] for s in run.samples if s.get("metrics", {}).get("latency_s") is not None]
-    ranks = list(run.metrics.get("first_relevant_rank", {}).items())
-    charts = [
-        plots.bar_chart(bars, title="Metrics with 95% intervals", y_max=1.0),
-        plots.histogram(latencies, title="Latency per question", x_label="seconds", bins=12),
-        plots.count_bars(ranks, title="Rank of the first gold hit", x_label="rank (none: not retrieved)"),
-    ]
-    columns = st.columns(len([chart for chart in charts if chart]) or 1)
-    for column, chart in zip(columns, [chart for chart in charts if chart], strict=False):
+    charts = chart_svgs(run.metrics, run.samples)
+    for column, chart in zip(st.columns(max(len(charts), 1)), charts, strict=False):
         with column:
             st.html(chart)  # our own SVG; every label in it is escaped by eval.plots
 
