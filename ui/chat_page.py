@@ -53,9 +53,8 @@ def render_chat(service: ChatService) -> None:
     settings = _sidebar(service, facts)
 
     st.title("Ask your documents")
-    blocked = service.readiness()
-    if facts is None and blocked:
-        st.info(blocked)
+    if facts is None:
+        st.info(service.readiness() or "The knowledge base is empty.")
     for index, turn in enumerate(state.turns):
         _render_turn(service, turn, index)
 
@@ -67,6 +66,8 @@ def render_chat(service: ChatService) -> None:
     with st.chat_message("user"):
         st.text(question)
     with st.chat_message("assistant"):
+        # Asked here, not at every rerun: it is an HTTP call to the model server.
+        blocked = service.readiness()
         if blocked:
             turn.error = blocked
             st.warning(blocked)
