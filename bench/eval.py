@@ -35,13 +35,13 @@ import time
 from pathlib import Path
 
 from common import (
-    REPO_ROOT,
     Result,
     Window,
     add_output_arguments,
     machine_info,
     process_tree_cpu_seconds,
     publish,
+    samples_knowledge_base,
     section_start,
     use_repository_packages,
 )
@@ -50,11 +50,8 @@ use_repository_packages()
 
 from eval.datasets import load_dataset  # noqa: E402
 from eval.runner import run_eval  # noqa: E402
-from ingest.job import run_ingest  # noqa: E402
-from rag.config import AppConfig, load_config  # noqa: E402
-from rag.embedder import SentenceTransformerEmbedder  # noqa: E402
+from rag.config import AppConfig  # noqa: E402
 from rag.generator import Generator, ServerGenerator, VllmGenerator  # noqa: E402
-from rag.models import resolve_generator_location  # noqa: E402
 from rag.server import ModelServer  # noqa: E402
 
 HEADING = "## Evaluation: batched in-process vLLM against the server one question at a time"
@@ -112,17 +109,12 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as scratch:
         root = Path(scratch)
-        config = load_config(
-            environ={},
-            overrides={
-                "kb_dir": root / "kb",
-                "data_dir": root / "data",
-                "generator.model": resolve_generator_location(load_config(environ={})),
-                "generator.port": args.port,
-                "generator.max_answer_tokens": args.max_tokens,
-                "eval.generation_batch": max(256, args.questions),
-            },
-        )
+        overrides = {
+            "generator.port": args.port,
+            "generator.max_answer_tokens": args.max_tokens,
+            "eval.generation_batch": max(256, args.questions),
+        }
+        config, embedder = samples_knowledge_base(root, overrides)
         dataset_path = root / "questions.jsonl"
         dataset_path.write_text(
             "".join(
@@ -130,9 +122,6 @@ def main(argv: list[str] | None = None) -> None:
                 for i, (q, a) in enumerate(QUESTIONS[: args.questions])
             )
         )
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
-        run_ingest([REPO_ROOT / "samples"], config, embedder)
         raw: Result = {
             "command": "python bench/eval.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": machine_info(["vllm", "torch"]),

@@ -31,32 +31,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from common import (
-    REPO_ROOT,
     Result,
     Window,
     add_output_arguments,
     machine_info,
     process_tree_cpu_seconds,
     publish,
+    samples_knowledge_base,
     section_start,
     use_repository_packages,
 )
 
 use_repository_packages()
 
-from ingest.job import run_ingest  # noqa: E402
-from rag.config import AppConfig, load_config  # noqa: E402
-from rag.embedder import SentenceTransformerEmbedder  # noqa: E402
-from rag.models import resolve_generator_location  # noqa: E402
+from eval.metrics import percentile  # noqa: E402
+from rag.config import AppConfig  # noqa: E402
 from rag.pipeline import AnswerDelta  # noqa: E402
 from rag.server import ModelServer  # noqa: E402
 from rag.types import Answer  # noqa: E402
@@ -75,13 +71,6 @@ QUESTIONS = [
     "What changed in Fleet Manager 4.2?",
     "Which Fleet Manager versions can upgrade to 4.2 directly?",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
 
 
 def ask(service: ChatService, settings: ChatSettings, question: str) -> dict[str, float]:
@@ -185,30 +174,20 @@ def main(argv: list[str] | None = None) -> None:
     questions = QUESTIONS[: args.questions]
 
     with tempfile.TemporaryDirectory(prefix="bench-page-") as scratch:
-        root = Path(scratch)
-        location = resolve_generator_location(load_config(environ={}))
-        config = load_config(
-            environ={},
-            overrides={
-                "kb_dir": root / "kb",
-                "data_dir": root / "data",
-                "generator.model": location,
-                "generator.port": args.port,
-                "generator.max_answer_tokens": args.max_tokens,
-                # Off, so that the concurrent pass, whose sessions ask the same questions, gains
-                # nothing from prompts already computed that the sequential pass would not.
-                "generator.prefix_caching": False,
-            },
-        )
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
-        run_ingest([REPO_ROOT / "samples"], config, embedder)
+        overrides = {
+            "generator.port": args.port,
+            "generator.max_answer_tokens": args.max_tokens,
+            # Off, so that the concurrent pass, whose sessions ask the same questions, gains
+            # nothing from prompts already computed that the sequential pass would not.
+            "generator.prefix_caching": False,
+        }
+        config, embedder = samples_knowledge_base(Path(scratch), overrides)
         service = ChatService(config, embedder=embedder)
         service.load()
         settings = ChatSettings.defaults(config)
         raw: Result = {
             "command": "python bench/page.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "machine": machine_info(["vllm", "torch"]) | {"streamlit": _version("streamlit")},
+            "machine": machine_info(["vllm", "torch", "streamlit"]),
             "questions": len(questions),
             "max_tokens": args.max_tokens,
             "model": "SmolLM2-135M-Instruct",
@@ -218,12 +197,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[bench] concurrent: {args.sessions} sessions x {len(questions)} questions", file=sys.stderr)
         raw["concurrent"] = run_pass(config, service, settings, questions, args.sessions)
     publish(section(raw), raw, args, HEADING)
-
-
-def _version(name: str) -> Any:
-    from importlib import metadata
-
-    return metadata.version(name)
 
 
 if __name__ == "__main__":
