@@ -11,6 +11,9 @@ cost is one tokenizer call per page.
 Cut points prefer, in order: a blank line (paragraph), a line break or a sentence end, then
 a space between words; never the inside of a word. Chunks never cross pages, so every chunk
 has exactly one page to cite.
+
+A chunk is embedded with its document's header before it (``rag/context.py``); the header's
+tokens come off the chunk's budget, so the two together still fit the model.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 from collections.abc import Sequence
 
 from rag.config import ChunkingConfig
+from rag.context import indexed_text
 from rag.embedder import Tokenizer
 from rag.types import Chunk, Page
 
@@ -38,9 +42,19 @@ def chunk_pages(
     pages: Sequence[Page],
     tokenizer: Tokenizer,
     config: ChunkingConfig,
+    context: str = "",
 ) -> list[Chunk]:
-    """Cut a document's pages into chunks of at most ``min(chunk_tokens, model limit)`` tokens."""
-    limit = min(config.chunk_tokens, tokenizer.max_tokens)
+    """Cut a document's pages into chunks of at most ``min(chunk_tokens, model limit)`` tokens.
+
+    ``context`` is the header the chunks will be indexed with (``rag.context.indexed_text``):
+    the model's limit left for a chunk is what the header does not take, though never less than
+    half of it (headers are short by construction; this only guards a model with a tiny limit).
+    """
+    room = tokenizer.max_tokens
+    if context:
+        header_tokens = len(tokenizer.token_spans(indexed_text(context, "")))
+        room = max(room - header_tokens, room // 2)
+    limit = min(config.chunk_tokens, room)
     overlap = min(config.overlap_tokens, limit // 2)
     chunks: list[Chunk] = []
     for page in pages:

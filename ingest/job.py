@@ -35,6 +35,7 @@ from ingest.discovery import discover
 from ingest.loaders import SUPPORTED_EXTENSIONS, loader_for
 from ingest.progress import FileEvent, IngestReporter, NullReporter
 from rag.config import AppConfig
+from rag.context import context_for, indexed_text
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
 from rag.store import KnowledgeBaseWriter, StoredDocument, document_id_for, utc_now
@@ -166,6 +167,7 @@ class _PendingDocument:
     document: Document
     pages: tuple[Page, ...]
     chunks: list[Chunk]
+    context: str
     outcome: str
 
 
@@ -212,14 +214,15 @@ class _Ingestion:
             mtime_ns=load.mtime_ns,
             ingested_at=utc_now(),
         )
+        context = context_for(self.config.chunking.context, document.title, document.source)
         chunks = chunk_pages(
-            document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking
+            document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking, context
         )
         if not chunks:
             self.fail(load.path, "no text to index", load.size_bytes)
             return
         outcome = "updated" if stored else "added"
-        self._batch.append(_PendingDocument(load, document, loaded.pages, chunks, outcome))
+        self._batch.append(_PendingDocument(load, document, loaded.pages, chunks, context, outcome))
         self._batch_chunks += len(chunks)
         if self._batch_chunks >= self.config.ingest.embed_batch_chunks:
             self.flush()
@@ -227,7 +230,7 @@ class _Ingestion:
     def flush(self, *, commit: bool | None = None) -> None:
         """Embed the gathered chunks in one call, store their documents, maybe commit."""
         if self._batch:
-            texts = [chunk.text for pending in self._batch for chunk in pending.chunks]
+            texts = [indexed_text(pending.context, chunk.text) for pending in self._batch for chunk in pending.chunks]
             vectors = self.embedder.embed_documents(texts)
             offset = 0
             for pending in self._batch:
@@ -259,12 +262,14 @@ class _Ingestion:
         self.reporter.message(f"re-indexing {len(stored)} stored documents with {self.embedder.model_id}")
         for document in stored.values():
             pages = self.writer.stored_pages(document.id)
+            context = context_for(self.config.chunking.context, document.title, document.source)
             chunks = chunk_pages(
-                document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking
+                document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking, context
             )
             for start in range(0, len(chunks), self.config.ingest.embed_batch_chunks):
                 part = chunks[start : start + self.config.ingest.embed_batch_chunks]
-                self.writer.put_chunks(part, self.embedder.embed_documents([c.text for c in part]))
+                vectors = self.embedder.embed_documents([indexed_text(context, c.text) for c in part])
+                self.writer.put_chunks(part, vectors)
         self.writer.commit()
         self._last_commit = time.monotonic()
 

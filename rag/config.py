@@ -27,6 +27,8 @@ DEFAULT_CONFIG_FILE = Path("rag.toml")
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
+ChunkContext = Literal["document", "none"]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +50,11 @@ class ChunkingConfig(_Section):
 
     chunk_tokens: int = Field(200, ge=16, description="Upper bound per chunk; capped at the model's own limit.")
     overlap_tokens: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    context: ChunkContext = Field(
+        "document",
+        description="document: each chunk is embedded and keyword-indexed with its document's "
+        "file name and title before it (the stored, cited text is unchanged); none: the chunk alone.",
+    )
 
     @model_validator(mode="after")
     def _overlap_smaller_than_chunk(self) -> ChunkingConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from rag.config import ChunkingConfig
+from rag.config import ChunkContext, ChunkingConfig
 from rag.errors import ManifestMismatchError
 
 FORMAT_VERSION = 1
@@ -28,6 +28,8 @@ class Manifest(BaseModel):
     metric: str = "inner_product"
     chunk_tokens: int
     overlap_tokens: int
+    # Knowledge bases from before the setting existed indexed chunks alone.
+    chunk_context: ChunkContext = "none"
     index_kind: str
     index_structure: str
     generation: int = 0
@@ -46,11 +48,13 @@ class Manifest(BaseModel):
             )
 
     def check_chunking(self, chunking: ChunkingConfig, directory: Path) -> None:
-        built = (self.chunk_tokens, self.overlap_tokens)
-        if built != (chunking.chunk_tokens, chunking.overlap_tokens):
+        built = (self.chunk_tokens, self.overlap_tokens, self.chunk_context)
+        wanted = (chunking.chunk_tokens, chunking.overlap_tokens, chunking.context)
+        if built != wanted:
             raise ManifestMismatchError(
                 f"knowledge base {directory} was chunked with chunk_tokens={built[0]}, "
-                f"overlap_tokens={built[1]}, but the configuration asks for "
-                f"{chunking.chunk_tokens}/{chunking.overlap_tokens}. Re-index it with "
-                f"`rag ingest --reindex --kb {directory}` so every document is chunked alike."
+                f"overlap_tokens={built[1]}, context={built[2]!r}, but the configuration asks for "
+                f"chunk_tokens={wanted[0]}, overlap_tokens={wanted[1]}, context={wanted[2]!r}. "
+                f"Re-index it with `rag ingest --reindex --kb {directory}` so every document is "
+                "chunked and indexed alike."
             )

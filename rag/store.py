@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from rag.config import AppConfig
+from rag.context import context_for, indexed_text
 from rag.errors import (
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
@@ -133,6 +134,7 @@ class StoredDocument:
     content_hash: str
     size_bytes: int
     mtime_ns: int
+    title: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +294,7 @@ class KnowledgeBase:
                 except (OSError, ValueError):
                     keyword = None  # a writer moved on and removed it after our snapshot began
             if keyword is None:
-                rows = db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-                keyword = Bm25Index.build([row[0] for row in rows], [row[1] for row in rows])
+                keyword = _build_keyword_index(db, manifest)
             return index, keyword
 
     @contextmanager
@@ -486,6 +487,7 @@ class KnowledgeBaseWriter:
                 dimension=dimension,
                 chunk_tokens=config.chunking.chunk_tokens,
                 overlap_tokens=config.chunking.overlap_tokens,
+                chunk_context=config.chunking.context,
                 index_kind=config.index.kind,
                 index_structure=index.structure,
                 generation=generation,
@@ -516,7 +518,8 @@ class KnowledgeBaseWriter:
 
     def stored_documents(self) -> dict[str, StoredDocument]:
         """Every stored document by source path."""
-        rows = self._db.execute("SELECT id, source, content_hash, size_bytes, mtime_ns FROM documents").fetchall()
+        columns = "id, source, content_hash, size_bytes, mtime_ns, title"
+        rows = self._db.execute(f"SELECT {columns} FROM documents").fetchall()
         return {row[1]: StoredDocument(*row) for row in rows}
 
     def stored_pages(self, document_id: str) -> list[Page]:
@@ -652,13 +655,21 @@ class KnowledgeBaseWriter:
         self._db.execute("BEGIN IMMEDIATE")
 
     def _write_keyword_index(self, generation: int) -> None:
-        rows = self._db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
         target = self.directory / keyword_dir_name(generation)
         temporary = target.with_name(target.name + ".tmp")
         for stale in (temporary, target):
             shutil.rmtree(stale, ignore_errors=True)
-        Bm25Index.build([row[0] for row in rows], [row[1] for row in rows]).write(temporary)
+        _build_keyword_index(self._db, self.manifest).write(temporary)
         temporary.rename(target)
+
+
+def _build_keyword_index(db: sqlite3.Connection, manifest: Manifest) -> Bm25Index:
+    """BM25 over every chunk as it was embedded: with its document's header when the manifest says so."""
+    rows = db.execute(
+        "SELECT c.id, c.text, d.title, d.source FROM chunks c JOIN documents d ON d.id = c.document_id ORDER BY c.id"
+    ).fetchall()
+    texts = [indexed_text(context_for(manifest.chunk_context, title, source), text) for _, text, title, source in rows]
+    return Bm25Index.build([row[0] for row in rows], texts)
 
 
 def _acquire_lock(directory: Path) -> Any:

@@ -43,6 +43,7 @@ class FakeEmbedder:
         self._dimension = dimension
         self._tokenizer = FakeTokenizer(max_tokens)
         self.encoded_batches: list[int] = []
+        self.embedded_documents: list[str] = []
 
     @property
     def model_id(self) -> str:
@@ -61,6 +62,7 @@ class FakeEmbedder:
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         self.encoded_batches.append(len(texts))
+        self.embedded_documents.extend(texts)
         return self._embed(texts)
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
