@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from eval.metrics import OverlapJudge, SupportJudge
 from rag.config import EvalConfig
-from rag.errors import ModelLoadError, RagError
+from rag.errors import ModelLoadError, RagError, first_line
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -130,7 +130,7 @@ class NliJudge:
         try:
             model = CrossEncoder(self._model_id)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            detail = first_line(exc)
             raise ModelLoadError(
                 f"NLI judge {self._model_id!r} cannot be loaded: {detail}. "
                 "Set eval.judge_model to a local folder or a cached hub id, or use eval.judge=overlap."
@@ -237,7 +237,7 @@ class LlmJudge:
         try:
             reply = self._chat.invoke(judge_messages(claim, passages))
         except Exception as exc:  # noqa: BLE001 - the client raises many transport types
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            detail = first_line(exc)
             raise JudgeError(
                 f"the LLM judge {self._model!r} at {self._base_url} did not answer ({detail}); "
                 "check eval.judge_base_url and that the server is running, or use eval.judge=overlap"

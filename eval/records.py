@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from rag.errors import RagError
+from rag.files import write_text_atomic
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -80,13 +81,8 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` and rename it into place (atomic on POSIX)."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", encoding="utf-8") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-    partial.replace(path)
+    """Write ``text`` to ``path`` atomically (:func:`rag.files.write_text_atomic`)."""
+    write_text_atomic(path, text)
 
 
 def read_samples(path: Path) -> Iterator[Sample]:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag.config import EmbeddingConfig
-from rag.errors import ModelLoadError
+from rag.errors import ModelLoadError, first_line
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -141,7 +141,7 @@ class SentenceTransformerEmbedder:
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
             raise ModelLoadError(
                 f"embedding model {self._config.model!r} cannot be loaded from {location!r}: "
-                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Use a local "
+                f"{first_line(exc)}. Use a local "
                 "folder or a hub id that is cached (this machine may have no internet access)."
             ) from None
         self._model = model

@@ -58,3 +58,13 @@ class QuestionTooLongError(RagError):
 
 class GeneratorUnavailableError(RagError):
     """The model server is down, still starting, or answered with an error."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of message for an error that wraps it (its type when it has none).
+
+    Libraries raise multi-line messages (tracebacks of a child process, whole HTTP bodies); the
+    first line is the one that says what happened.
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rag.config import AppConfig, vllm_environment
-from rag.errors import GeneratorUnavailableError, ModelLoadError
+from rag.errors import GeneratorUnavailableError, ModelLoadError, first_line
 from rag.prompt import Prompt
 
 
@@ -87,7 +87,7 @@ class VllmGenerator:
         try:
             self._llm = LLM(model=self._location, served_model_name=self.model_id, **engine_settings(self._config, gpu))
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
-            raise ModelLoadError(f"vLLM cannot load {self._location!r}: {str(exc).splitlines()[0]}") from None
+            raise ModelLoadError(f"vLLM cannot load {self._location!r}: {first_line(exc)}") from None
 
     def close(self) -> None:
         """Stop the engine process. An idle CPU engine still spins its OpenMP threads, so a
@@ -155,7 +155,7 @@ class ServerGenerator:
                 if isinstance(chunk.content, str) and chunk.content:
                     yield chunk.content
         except Exception as exc:  # noqa: BLE001 - the client raises many transport types
-            detail = str(exc).splitlines()[0] if str(exc) else ""
             raise GeneratorUnavailableError(
-                f"the model server did not answer ({type(exc).__name__}: {detail}); check it with `rag model status`"
+                f"the model server did not answer ({type(exc).__name__}: {first_line(exc)}); "
+                "check it with `rag model status`"
             ) from None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rag.errors import ModelLoadError, QuestionTooLongError
+from rag.errors import ModelLoadError, QuestionTooLongError, first_line
 from rag.types import ScoredChunk
 
 ABSTENTION = "I don't know: the documents do not say."
@@ -50,7 +50,7 @@ class HuggingFaceChatTokenizer:
             self._tok: Any = AutoTokenizer.from_pretrained(location)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
             raise ModelLoadError(
-                f"the tokenizer of generator model {location!r} cannot be loaded ({str(exc).splitlines()[0]}); "
+                f"the tokenizer of generator model {location!r} cannot be loaded ({first_line(exc)}); "
                 "a hub id needs internet access or a cached copy: set generator.model to a local folder"
             ) from None
         # Fast tokenizers are not safe to share between threads ("Already borrowed"); the web

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rag.config import AppConfig, RetrievalConfig
 from rag.embedder import Embedder
-from rag.errors import ModelLoadError
+from rag.errors import ModelLoadError, first_line
 from rag.index import FaissIndex
 from rag.keyword import Bm25Index
 from rag.store import KnowledgeBase
@@ -128,54 +128,63 @@ class HybridRetriever:
         ]
 
 
-class CrossEncoderReranker:
-    """Rescores the first hits of another retriever with a cross-encoder. ``load()`` first."""
+class CrossEncoderScorer:
+    """A cross-encoder that scores ``(query, passage)`` pairs. ``load()`` first.
 
-    def __init__(self, inner: Retriever, model_id: str, candidates: int) -> None:
-        self._inner, self._model_id, self._candidates = inner, model_id, candidates
+    Load it once and share it: a :class:`CrossEncoderReranker` around any retriever is then
+    cheap to build (the web page builds one per question). Safe to call from several threads.
+    """
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
         self._model: CrossEncoder | None = None
-        # Its tokenizer is not safe to share between threads; twins made by over() share it.
+        # The model's tokenizer is not safe to share between threads: predictions take turns.
         self._lock = threading.Lock()
 
     def load(self) -> None:
         from sentence_transformers import CrossEncoder
 
         try:
-            self._model = CrossEncoder(self._model_id)
+            self._model = CrossEncoder(self.model_id)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
             raise ModelLoadError(
-                f"reranker {self._model_id!r} cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}. "
+                f"reranker {self.model_id!r} cannot be loaded: {first_line(exc)}. "
                 "Use a local folder, or unset retrieval.reranker_model."
             ) from None
 
-    def over(self, inner: Retriever) -> CrossEncoderReranker:
-        """The same loaded model reranking another retriever (cheap: nothing is loaded)."""
-        twin = CrossEncoderReranker(inner, self._model_id, self._candidates)
-        twin._model, twin._lock = self._model, self._lock
-        return twin
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One relevance score per pair, higher is more relevant; one ``predict`` call for all."""
+        if self._model is None:
+            raise RuntimeError("call load() before using the reranker")
+        if not pairs:
+            return []
+        with self._lock:
+            scores: Any = self._model.predict(list(pairs), show_progress_bar=False)
+        return [float(score) for score in scores]
+
+
+class CrossEncoderReranker:
+    """Rescores the first ``candidates`` hits of another retriever with a loaded scorer."""
+
+    def __init__(self, inner: Retriever, scorer: CrossEncoderScorer, candidates: int) -> None:
+        self._inner, self._scorer, self._candidates = inner, scorer, candidates
 
     def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
         return self.retrieve_many([query], k)[0]
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
-        if self._model is None:
-            raise RuntimeError("call load() before using the reranker")
         candidates = retrieve_many(self._inner, queries, max(k, self._candidates))
-        pairs = [(query, hit.chunk.text) for query, hits in zip(queries, candidates, strict=True) for hit in hits]
-        if not pairs:
-            return [[] for _ in queries]
-        # One predict call for every query's candidates: the model batches across queries.
-        with self._lock:
-            scores: Any = self._model.predict(pairs, show_progress_bar=False)
+        # One scoring call for every query's candidates: the model batches across queries.
+        scores = self._scorer.score(
+            [(query, hit.chunk.text) for query, hits in zip(queries, candidates, strict=True) for hit in hits]
+        )
         results, offset = [], 0
         for hits in candidates:
-            ranked = sorted(
-                zip(hits, scores[offset : offset + len(hits)], strict=True), key=lambda pair: -float(pair[1])
-            )
+            ranked = sorted(zip(hits, scores[offset : offset + len(hits)], strict=True), key=lambda pair: -pair[1])
             offset += len(hits)
             results.append(
                 [
-                    ScoredChunk(hit.chunk, hit.source, float(score), retrievers=(*hit.retrievers, "rerank"))
+                    ScoredChunk(hit.chunk, hit.source, score, retrievers=(*hit.retrievers, "rerank"))
                     for hit, score in ranked[:k]
                 ]
             )
@@ -187,7 +196,7 @@ def assemble_retriever(
 ) -> Retriever:
     """The dense, keyword or hybrid retriever ``retrieval.mode`` asks for, over indexes already
     loaded (cheap: callers that keep the indexes, like the web page, build one per question).
-    The reranker is not included; wrap the result with :meth:`CrossEncoderReranker.over`."""
+    The reranker is not included; wrap the result in a :class:`CrossEncoderReranker`."""
     dense = DenseRetriever(kb, dense_index, embedder)
     keyword = KeywordRetriever(kb, keyword_index)
     if retrieval.mode == "dense":
@@ -205,7 +214,7 @@ def build_retriever(config: AppConfig, kb: KnowledgeBase, embedder: Embedder) ->
     dense_index, keyword_index = kb.load_indexes(config)
     retriever = assemble_retriever(config.retrieval, kb, embedder, dense_index, keyword_index)
     if config.retrieval.reranker_model:
-        reranker = CrossEncoderReranker(retriever, config.retrieval.reranker_model, config.retrieval.rerank_candidates)
-        reranker.load()
-        retriever = reranker
+        scorer = CrossEncoderScorer(config.retrieval.reranker_model)
+        scorer.load()
+        retriever = CrossEncoderReranker(retriever, scorer, config.retrieval.rerank_candidates)
     return retriever

@@ -46,6 +46,7 @@ from rag.errors import (
     KnowledgeBaseLockedError,
     KnowledgeBaseNotFoundError,
 )
+from rag.files import write_text_atomic
 from rag.index import FaissIndex, Vectors
 from rag.keyword import Bm25Index
 from rag.manifest import FORMAT_VERSION, Manifest
@@ -650,7 +651,7 @@ class KnowledgeBaseWriter:
         self._db.execute("COMMIT")
         self.manifest = manifest
         self._dirty = self._index_changed = False
-        _write_text_atomic(self.directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+        write_text_atomic(self.directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
         _remove_stale_files(self.directory, manifest)
         self._db.execute("BEGIN IMMEDIATE")
 
@@ -696,9 +697,3 @@ def _remove_stale_files(directory: Path, manifest: Manifest | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)

@@ -25,6 +25,7 @@ from ui.render import (
     file_name,
     highlight_html,
     markdown_literal,
+    passage_html,
     where,
 )
 from ui.service import ChatService, ChatSettings, KnowledgeBaseFacts, SourceView
@@ -131,7 +132,7 @@ def _render_evidence(service: ChatService, answer: Answer, turn_index: int) -> N
     with st.expander(f"All {len(answer.retrieved)} retrieved passages", expanded=False):
         for rank, hit in enumerate(answer.retrieved, start=1):
             st.caption(f"[{rank}] {markdown_literal(_hit_title(hit))}")
-            st.html(highlight_html(hit.chunk.text, 0, 0))
+            st.html(passage_html(hit.chunk.text))
     timings = answer.timings
     st.caption(
         f"{answer.model} · retrieval {timings.get('retrieve_s', 0):.2f} s · "

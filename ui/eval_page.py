@@ -15,7 +15,7 @@ import streamlit as st
 from eval.compare import compare_runs, render_text
 from eval.records import RUN_FILE, EvalRunError, StoredRun, read_run
 from eval.report import chart_svgs, headline
-from ui.render import answer_html, highlight_html, markdown_literal
+from ui.render import answer_html, highlight_html, markdown_literal, passage_html
 
 HEADLINE_LABELS = {
     "ndcg@10": "nDCG@10",
@@ -200,7 +200,7 @@ def _question_detail(sample: dict[str, Any]) -> None:
                 + gold_mark
             )
             text = passage.get("text", "")
-            st.html(highlight_html(text, 0, 0))
+            st.html(passage_html(text))
     if sample.get("prompt"):
         with st.expander("Prompt"):
             st.text(sample["prompt"])

@@ -39,6 +39,11 @@ def answer_html(text: str) -> str:
     return f'<div class="rag-answer" style="{TEXT_STYLE}">{body}</div>'
 
 
+def passage_html(text: str) -> str:
+    """``text`` escaped, in the passage box, nothing marked."""
+    return f'<div class="rag-passage" style="{TEXT_STYLE}">{html.escape(text)}</div>'
+
+
 def highlight_html(text: str, start: int, end: int, *, context: int | None = None) -> str:
     """``text`` escaped with ``text[start:end]`` marked; with ``context``, only that many
     characters either side of the span are kept (cut at a word boundary, with ellipses)."""

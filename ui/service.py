@@ -24,16 +24,17 @@ from ingest.progress import IngestReporter
 from rag.config import AppConfig
 from rag.embedder import Embedder, SentenceTransformerEmbedder
 from rag.errors import KnowledgeBaseNotFoundError
+from rag.files import write_bytes_atomic
 from rag.generator import Generator, ServerGenerator
 from rag.index import FaissIndex
 from rag.keyword import Bm25Index
 from rag.models import resolve_generator_location
 from rag.pipeline import AnswerDelta, Pipeline
 from rag.prompt import ChatTokenizer, HuggingFaceChatTokenizer, PromptBuilder
-from rag.retriever import CrossEncoderReranker, Retriever, assemble_retriever
+from rag.retriever import CrossEncoderReranker, CrossEncoderScorer, Retriever, assemble_retriever
 from rag.server import ModelServer, is_healthy
 from rag.store import KnowledgeBase, RunInfo
-from rag.types import Answer, Chunk, Document, Page, ScoredChunk
+from rag.types import Answer, Chunk, Document, Page
 from ui.render import sanitize_filename
 
 UPLOAD_DIR_NAME = "uploads"
@@ -141,7 +142,7 @@ class ChatService:
         self._chat_tokenizer = chat_tokenizer
         self._generator_factory = generator_factory or _server_generator
         self._readiness = readiness
-        self._reranker: CrossEncoderReranker | None = None
+        self._reranker: CrossEncoderScorer | None = None
         self._kb: KnowledgeBase | None = None
         self._indexes: tuple[int, FaissIndex, Bm25Index] | None = None
         self._generators: dict[tuple[float, int], Generator] = {}
@@ -160,11 +161,9 @@ class ChatService:
         if self._chat_tokenizer is None:
             self._chat_tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(self.config))
         if self.config.retrieval.reranker_model and self._reranker is None:
-            reranker = CrossEncoderReranker(
-                _NoRetriever(), self.config.retrieval.reranker_model, self.config.retrieval.rerank_candidates
-            )
-            reranker.load()
-            self._reranker = reranker
+            scorer = CrossEncoderScorer(self.config.retrieval.reranker_model)
+            scorer.load()
+            self._reranker = scorer
 
     @property
     def reranker_available(self) -> bool:
@@ -217,7 +216,7 @@ class ChatService:
         _, dense, keyword = self._current_indexes(kb)
         retriever: Retriever = assemble_retriever(config.retrieval, kb, self._embedder, dense, keyword)
         if settings.rerank and self._reranker is not None:
-            retriever = self._reranker.over(retriever)
+            retriever = CrossEncoderReranker(retriever, self._reranker, config.retrieval.rerank_candidates)
         prompts = PromptBuilder(self._chat_tokenizer, config.generator.max_model_len, settings.max_answer_tokens)
         return Pipeline(config, kb, retriever, prompts, self._generator(config))
 
@@ -294,18 +293,9 @@ def _store_upload(directory: Path, name: str, data: bytes) -> Path:
             if hashlib.sha256(target.read_bytes()).digest() == digest:
                 return target
             continue
-        partial = target.with_name(f".{target.name}.part")  # hidden: ingestion skips it
-        partial.write_bytes(data)
-        partial.replace(target)
+        write_bytes_atomic(target, data)
         return target
     raise OSError(f"{directory}: no free name for {name}")
-
-
-class _NoRetriever:
-    """The inner retriever of the loaded reranker template; each question rewraps it with over()."""
-
-    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        raise RuntimeError("the reranker template is not used directly")
 
 
 def _server_generator(config: AppConfig) -> Generator:

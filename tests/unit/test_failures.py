@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from rag.errors import GeneratorUnavailableError, ModelLoadError
+from rag.errors import GeneratorUnavailableError, ModelLoadError, first_line
+from rag.files import write_text_atomic
 from rag.generator import ServerGenerator
 from rag.models import resolve_generator_location
 from rag.prompt import HuggingFaceChatTokenizer, Prompt
@@ -47,3 +48,17 @@ def test_ask_without_a_knowledge_base_says_which_ingest_to_run(
     code = main(["ask", "anything?", "--kb", str(tmp_path / "kb")])
     assert code == 1
     assert f"rag ingest PATH --kb {tmp_path / 'kb'}" in capsys.readouterr().err
+
+
+def test_a_wrapped_error_keeps_the_first_line_or_the_type() -> None:
+    assert first_line(RuntimeError("model not found\nTraceback (most recent call last): ...")) == "model not found"
+    assert first_line(RuntimeError("")) == "RuntimeError"  # an empty message used to raise IndexError
+    assert first_line(OSError("\n  disk full\n")) == "disk full"
+
+
+def test_an_atomic_write_replaces_the_file_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    target = tmp_path / "manifest.json"
+    write_text_atomic(target, "first")
+    write_text_atomic(target, "second, longer content")
+    assert target.read_text() == "second, longer content"
+    assert [path.name for path in tmp_path.iterdir()] == ["manifest.json"]

@@ -10,6 +10,7 @@ from rag.config import RetrievalConfig
 from rag.langchain import KnowledgeBaseRetriever
 from rag.retriever import (
     CrossEncoderReranker,
+    CrossEncoderScorer,
     HybridRetriever,
     build_retriever,
     reciprocal_rank_fusion,
@@ -122,8 +123,9 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
             assert batched == [retriever.retrieve(query, 2) for query in queries], mode
 
         model = FakeCrossEncoderModel()
-        reranker = CrossEncoderReranker(build_retriever(config, kb, embedder), "fake", candidates=3)
-        reranker._model = model  # a fake in place of load()
+        scorer = CrossEncoderScorer("fake")
+        scorer._model = model  # a fake in place of load()
+        reranker = CrossEncoderReranker(build_retriever(config, kb, embedder), scorer, candidates=3)
         batched = reranker.retrieve_many(queries, 2)
         assert model.calls == [9], "one predict call for every query's candidates"
         assert batched == [reranker.retrieve(query, 2) for query in queries]
