@@ -45,6 +45,7 @@ def cli_settings(config: AppConfig) -> list[str]:
         "--kb", str(config.kb_dir), "--set", f"data_dir={config.data_dir}",
         "--set", f"generator.model={config.generator.model}", "--set", f"generator.port={config.generator.port}",
         "--set", f"generator.max_answer_tokens={config.generator.max_answer_tokens}",
+        "--set", f"retrieval.top_k={config.retrieval.top_k}",
     ]  # fmt: skip
 
 
