@@ -12,6 +12,7 @@ from ingest.job import run_ingest
 from rag.config import ChunkingConfig
 from rag.context import MAX_CONTEXT_CHARS, document_context, indexed_text
 from rag.errors import ManifestMismatchError
+from rag.manifest import Manifest
 from rag.store import KnowledgeBase
 from rag.types import Page
 from tests.fakes import FakeEmbedder, FakeTokenizer
@@ -102,3 +103,11 @@ def test_changing_the_context_setting_needs_a_reindex(filing: Path, make_config:
         assert kb.consistency_problems(contextual) == []
         _, keyword = kb.load_indexes(contextual)
         assert len(keyword.search("acme", 5)) == 1
+
+
+def test_a_manifest_from_before_the_setting_reads_as_chunks_alone() -> None:
+    written_before = (
+        '{"format_version": 1, "embedding_model": "m", "dimension": 384, "chunk_tokens": 200,'
+        ' "overlap_tokens": 32, "index_kind": "flat", "index_structure": "IDMap,Flat"}'
+    )
+    assert Manifest.model_validate_json(written_before).chunk_context == "none"
