@@ -666,10 +666,13 @@ class KnowledgeBaseWriter:
 
 def _build_keyword_index(db: sqlite3.Connection, manifest: Manifest) -> Bm25Index:
     """BM25 over every chunk as it was embedded: with its document's header when the manifest says so."""
-    rows = db.execute(
-        "SELECT c.id, c.text, d.title, d.source FROM chunks c JOIN documents d ON d.id = c.document_id ORDER BY c.id"
-    ).fetchall()
-    texts = [indexed_text(context_for(manifest.chunk_context, title, source), text) for _, text, title, source in rows]
+    # One header per document, not per chunk: a filing has hundreds of chunks and one name.
+    headers = {
+        document_id: context_for(manifest.chunk_context, title, source)
+        for document_id, title, source in db.execute("SELECT id, title, source FROM documents")
+    }
+    rows = db.execute("SELECT id, document_id, text FROM chunks ORDER BY id").fetchall()
+    texts = [indexed_text(headers[document_id], text) for _, document_id, text in rows]
     return Bm25Index.build([row[0] for row in rows], texts)
 
 
