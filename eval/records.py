@@ -77,12 +77,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON, atomically: a reader sees the old file or the new one."""
-    write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`rag.files.write_text_atomic`)."""
-    write_text_atomic(path, text)
+    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_samples(path: Path) -> Iterator[Sample]:

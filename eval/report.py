@@ -37,10 +37,10 @@ from eval.records import (
     Sample,
     read_run,
     write_json,
-    write_text,
 )
 from eval.scoring import ALL_METRICS, LABELS, QUALITY_METRICS, RETRIEVAL_METRICS
 from eval.stats import bootstrap_ci
+from rag.files import write_text_atomic
 
 METRICS_FORMAT_VERSION = 1
 # Passage text shown per passage in the report's question details (samples.jsonl has it all).
@@ -182,8 +182,8 @@ def write_trec(out_dir: Path, samples: Sequence[Sample], tag: str) -> tuple[Path
         for doc_id, relevance in sample["qrels"].items():
             qrels_lines.append(f"{qid} 0 {_trec_token(doc_id)} {relevance}\n")
     run_path, qrels_path = out_dir / TREC_RUN_FILE, out_dir / TREC_QRELS_FILE
-    write_text(run_path, "".join(run_lines))
-    write_text(qrels_path, "".join(qrels_lines))
+    write_text_atomic(run_path, "".join(run_lines))
+    write_text_atomic(qrels_path, "".join(qrels_lines))
     return run_path, qrels_path
 
 
@@ -204,7 +204,7 @@ def write_outputs(
     trec = write_trec(out_dir, samples, out_dir.name)
     if trec is not None:
         files["trec"], files["qrels"] = trec
-    write_text(files["report"], render_report(metrics, samples))
+    write_text_atomic(files["report"], render_report(metrics, samples))
     return metrics, files
 
 
@@ -220,7 +220,7 @@ def add_comparison_to_report(run_dir: Path, comparison_fragment: str) -> Path:
     if run.metrics is None:
         raise EvalRunError(f"{run_dir} has no {METRICS_FILE}: the run did not finish; run it again to complete it")
     path = run_dir / REPORT_FILE
-    write_text(path, render_report(run.metrics, run.samples, comparison=comparison_fragment))
+    write_text_atomic(path, render_report(run.metrics, run.samples, comparison=comparison_fragment))
     return path
 
 

@@ -501,8 +501,8 @@ def cmd_eval(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
 def _eval_compare(args: argparse.Namespace, run_a: Path, run_b: Path, err: Console) -> int:
     from eval.compare import compare_runs, comparison_html, comparison_page, render_text
     from eval.records import COMPARE_FILE, METRICS_FILE
-    from eval.records import write_text as write_file
     from eval.report import add_comparison_to_report
+    from rag.files import write_text_atomic
 
     unused = [flag for flag, value in (("--format", args.format), ("--docs", args.docs), ("--limit", args.limit),
               ("--retrieval-only", args.retrieval_only), ("--closed-book", args.closed_book)) if value]  # fmt: skip
@@ -512,7 +512,7 @@ def _eval_compare(args: argparse.Namespace, run_a: Path, run_b: Path, err: Conso
     out = args.out or run_b
     out.mkdir(parents=True, exist_ok=True)
     page = out / COMPARE_FILE
-    write_file(page, comparison_page(comparison))
+    write_text_atomic(page, comparison_page(comparison))
     written = [page]
     if (run_b / METRICS_FILE).is_file():
         written.append(add_comparison_to_report(run_b, comparison_html(comparison)))
