@@ -142,7 +142,7 @@ class ChatService:
         self._chat_tokenizer = chat_tokenizer
         self._generator_factory = generator_factory or _server_generator
         self._readiness = readiness
-        self._reranker: CrossEncoderScorer | None = None
+        self._rerank_scorer: CrossEncoderScorer | None = None
         self._kb: KnowledgeBase | None = None
         self._indexes: tuple[int, FaissIndex, Bm25Index] | None = None
         self._generators: dict[tuple[float, int], Generator] = {}
@@ -160,14 +160,14 @@ class ChatService:
             self._embedder = embedder
         if self._chat_tokenizer is None:
             self._chat_tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(self.config))
-        if self.config.retrieval.reranker_model and self._reranker is None:
+        if self.config.retrieval.reranker_model and self._rerank_scorer is None:
             scorer = CrossEncoderScorer(self.config.retrieval.reranker_model)
             scorer.load()
-            self._reranker = scorer
+            self._rerank_scorer = scorer
 
     @property
     def reranker_available(self) -> bool:
-        return self._reranker is not None
+        return self._rerank_scorer is not None
 
     def knowledge_base(self) -> KnowledgeBase | None:
         """The knowledge base, opened on first use; None while it does not exist or is empty."""
@@ -215,8 +215,8 @@ class ChatService:
         config = settings.apply(self.config)
         _, dense, keyword = self._current_indexes(kb)
         retriever: Retriever = assemble_retriever(config.retrieval, kb, self._embedder, dense, keyword)
-        if settings.rerank and self._reranker is not None:
-            retriever = CrossEncoderReranker(retriever, self._reranker, config.retrieval.rerank_candidates)
+        if settings.rerank and self._rerank_scorer is not None:
+            retriever = CrossEncoderReranker(retriever, self._rerank_scorer, config.retrieval.rerank_candidates)
         prompts = PromptBuilder(self._chat_tokenizer, config.generator.max_model_len, settings.max_answer_tokens)
         return Pipeline(config, kb, retriever, prompts, self._generator(config))
 
