@@ -39,6 +39,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import (
@@ -107,6 +109,29 @@ def evaluate(config: AppConfig, dataset_path: Path, out: Path, generator: Genera
     }
 
 
+def with_generator(config: AppConfig, **changes: object) -> AppConfig:
+    """``config`` with some ``generator`` settings changed."""
+    return config.model_copy(update={"generator": config.generator.model_copy(update=changes)})
+
+
+def seconds(work: Callable[[], object]) -> float:
+    """Wall seconds ``work()`` takes."""
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+@contextmanager
+def loaded_engine(config: AppConfig) -> Iterator[tuple[VllmGenerator, float]]:
+    """An in-process engine for ``config`` and the seconds it took to start; stopped afterwards."""
+    engine = VllmGenerator(config, config.generator.model)
+    start_s = seconds(engine.load)
+    try:
+        yield engine, start_s
+    finally:
+        engine.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="how many questions (default all)")
@@ -138,9 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"[bench] server, one question at a time: {args.questions} questions", file=sys.stderr)
         server = ModelServer(config)
-        started = time.perf_counter()
-        server.start(wait=True)
-        raw["server_start_s"] = time.perf_counter() - started
+        raw["server_start_s"] = seconds(lambda: server.start(wait=True))
         try:
             client = ServerGenerator(config, f"http://127.0.0.1:{args.port}/v1")
             raw["server"] = evaluate(config, dataset_path, root / "run-server", client, embedder)
@@ -148,48 +171,25 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
 
         print(f"[bench] in-process vLLM, batched: {args.questions} questions", file=sys.stderr)
-        local = VllmGenerator(config, config.generator.model)
-        started = time.perf_counter()
-        local.load()
-        raw["engine_start_s"] = time.perf_counter() - started
-        try:
+        with loaded_engine(config) as (local, start_s):
+            raw["engine_start_s"] = start_s
             raw["batched"] = evaluate(config, dataset_path, root / "run-batched", local, embedder)
             pipeline = build_pipeline(config, local, embedder=embedder)
             prompts = [pipeline.prepare(question)[0] for question, _ in QUESTIONS[: args.questions]]
-        finally:
-            local.close()
 
         print(f"[bench] prompt processing alone, batched: {len(prompts)} prompts", file=sys.stderr)
-        one_token = config.model_copy(
-            update={"generator": config.generator.model_copy(update={"max_answer_tokens": 1})}
-        )
-        prefill = VllmGenerator(one_token, config.generator.model)
-        prefill.load()
-        try:
-            started = time.perf_counter()
-            prefill.generate(prompts)
+        one_token = with_generator(config, max_answer_tokens=1)
+        with loaded_engine(one_token) as (prefill, _):
             raw["prefill"] = {
-                "seconds": time.perf_counter() - started,
+                "seconds": seconds(lambda: prefill.generate(prompts)),
                 "prompts": len(prompts),
                 "prompt_tokens_mean": sum(p.token_count for p in prompts) / len(prompts),
             }
-        finally:
-            prefill.close()
 
         print("[bench] prompt processing alone, no prefix cache: batched, then one at a time", file=sys.stderr)
-        no_cache = one_token.generator.model_copy(update={"prefix_caching": False})
-        uncached = VllmGenerator(one_token.model_copy(update={"generator": no_cache}), config.generator.model)
-        uncached.load()
-        try:
-            started = time.perf_counter()
-            uncached.generate(prompts)
-            raw["prefill_uncached_batched_s"] = time.perf_counter() - started
-            started = time.perf_counter()
-            for prompt in prompts:
-                uncached.generate([prompt])
-            raw["prefill_uncached_one_at_a_time_s"] = time.perf_counter() - started
-        finally:
-            uncached.close()
+        with loaded_engine(with_generator(one_token, prefix_caching=False)) as (uncached, _):
+            raw["prefill_uncached_batched_s"] = seconds(lambda: uncached.generate(prompts))
+            raw["prefill_uncached_one_at_a_time_s"] = seconds(lambda: [uncached.generate([p]) for p in prompts])
     publish(section(raw), raw, args, HEADING)
 
 
