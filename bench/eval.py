@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
             raw["engine_start_s"] = start_s
             raw["batched"] = evaluate(config, dataset_path, root / "run-batched", local, embedder)
             pipeline = build_pipeline(config, local, embedder=embedder)
-            prompts = [pipeline.prepare(question)[0] for question, _ in QUESTIONS[: args.questions]]
+            asked = [question for question, _ in QUESTIONS[: args.questions]]
+            rankings = pipeline.retrieve_many(asked)
+            prompts = [pipeline.build_prompt(q, ranking) for q, ranking in zip(asked, rankings, strict=True)]
 
         print(f"[bench] prompt processing alone, batched: {len(prompts)} prompts", file=sys.stderr)
         one_token = with_generator(config, max_answer_tokens=1)

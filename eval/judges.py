@@ -20,12 +20,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from eval.metrics import OverlapJudge, SupportJudge
 from rag.config import EvalConfig
 from rag.errors import ModelLoadError, RagError, first_line
+from rag.support import entailment_index
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -81,24 +82,6 @@ def describe_judge(config: EvalConfig) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # NLI cross-encoder
-
-
-def entailment_index(id2label: Mapping[Any, str] | None, model_id: str) -> int:
-    """The output index of the "entailment" class in a model config's ``id2label``.
-
-    Models order their classes differently (contradiction/entailment/neutral or
-    entailment/neutral/contradiction), so the index is read, never assumed. Raises
-    :class:`ModelLoadError` when no label names entailment (the model is not an NLI model).
-    """
-    labels = {int(index): str(label) for index, label in (id2label or {}).items()}
-    found = [index for index, label in labels.items() if label.strip().lower().startswith("entail")]
-    if len(labels) < 2 or len(found) != 1:
-        shown = ", ".join(f"{index}: {label}" for index, label in sorted(labels.items())) or "none"
-        raise ModelLoadError(
-            f"{model_id!r} is not an NLI model: its labels ({shown}) name no single entailment class; "
-            "set eval.judge_model to an NLI CrossEncoder such as cross-encoder/nli-deberta-v3-small"
-        )
-    return found[0]
 
 
 class NliJudge:

@@ -37,21 +37,23 @@ from eval.report import headline, utc_timestamp, write_outputs
 from eval.scoring import (
     ANSWER_METRICS,
     CITATION_METRICS,
+    GROUNDING_METRICS,
     RETRIEVAL_METRICS,
     Scores,
     answer_scores,
     citation_quality,
     first_relevant_rank,
+    grounding_scores,
     no_scores,
     retrieval_scores,
 )
-from rag.citations import says_unknown
+from rag.citations import says_unknown, split_sentences
 from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.errors import QuestionTooLongError
 from rag.generator import Generation, Generator
-from rag.pipeline import cited_answer
-from rag.prompt import ChatTokenizer, Prompt, PromptBuilder
+from rag.pipeline import Pipeline, build_citer, prompt_builder
+from rag.prompt import ChatTokenizer, Prompt
 from rag.retriever import build_retriever, retrieve_many
 from rag.store import KnowledgeBase
 from rag.types import Answer, ScoredChunk
@@ -175,7 +177,7 @@ def run_eval(
                     assert generator is not None
                     if mode == "full" and judge is None:
                         judge = build_judge(config.eval)
-                    stages.answer(todo, retrieved, generator, tokenizer, judge)
+                    stages.answer(todo, retrieved, generator, tokenizer, judge, embedder)
                 evaluated = len(todo)
             samples = [log.done[question.id] for question in scope]
     finally:
@@ -330,6 +332,7 @@ class _Stages:
         generator: Generator,
         tokenizer: ChatTokenizer | None,
         judge: SupportJudge | None,
+        embedder: Embedder | None,
     ) -> None:
         """Build the prompts, generate in batched calls, cite and score, and write each record."""
         if tokenizer is None:
@@ -337,14 +340,16 @@ class _Stages:
             from rag.prompt import HuggingFaceChatTokenizer
 
             tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(self.config))
-        generation = self.config.generator
-        builder = PromptBuilder(tokenizer, generation.max_model_len, generation.max_answer_tokens)
-        top_k = self.config.retrieval.top_k
+        # The pipeline's own stages (prompt, generate, cite) over rankings already retrieved at
+        # the evaluation's depth: `rag ask` and the page run the very same code.
+        pipeline = Pipeline(
+            self.config, None, prompt_builder(self.config, tokenizer), generator, build_citer(self.config, embedder)
+        )
         ready: list[tuple[EvalQuestion, list[ScoredChunk], Prompt, dict[str, float]]] = []
         for question, (ranking, share) in zip(questions, retrieved, strict=True):
             began = time.perf_counter()
             try:
-                prompt = builder.build(question.question, [] if self.mode == "closed-book" else ranking[:top_k])
+                prompt = pipeline.build_prompt(question.question, [] if self.mode == "closed-book" else ranking)
             except QuestionTooLongError as error:
                 self.log.append(_record(question, self.mode, ranking, timings={"retrieve_s": share}, error=str(error)))
                 continue
@@ -354,14 +359,14 @@ class _Stages:
         batch_size = self.config.eval.generation_batch
         for start in range(0, len(ready), batch_size):
             batch = ready[start : start + batch_size]
-            began = time.perf_counter()
-            generations = generator.generate([prompt for _, _, prompt, _ in batch])
-            call_s = time.perf_counter() - began
-            for (question, ranking, prompt, timings), output in zip(batch, generations, strict=True):
-                # vLLM returns a whole batch at once: a question's own latency is not observable,
-                # so it is charged its share of the call (the cost per question).
-                timings = {**timings, "generate_s": call_s / len(batch), "generate_call_s": call_s}
-                answer = cited_answer(prompt, output.text, timings, generator.model_id, output)
+            generations, call_s = pipeline.generate([prompt for _, _, prompt, _ in batch])
+            # vLLM returns a whole batch at once: a question's own latency is not observable,
+            # so it is charged its share of the call (the cost per question), as `rag ask --batch`.
+            timings = [{**t, "generate_s": call_s / len(batch), "generate_call_s": call_s} for _, _, _, t in batch]
+            answers = pipeline.cite_many(
+                [prompt for _, _, prompt, _ in batch], [g.text for g in generations], timings, generations
+            )
+            for (question, ranking, prompt, _), output, answer in zip(batch, generations, answers, strict=True):
                 self.log.append(self._answered(question, ranking, prompt, answer, output, judge))
             self.reporter.advance(len(batch))
 
@@ -382,8 +387,22 @@ class _Stages:
             # An "I don't know" makes no claim to check: it is scored by the abstention metrics.
             assert judge is not None
             scores |= citation_quality(answer.text, [hit.chunk.text for hit in prompt.passages], judge)
-        timings = {key: answer.timings[key] for key in ("retrieve_s", "prompt_s", "generate_s", "generate_call_s")}
-        timings["latency_s"] = timings["retrieve_s"] + timings["prompt_s"] + timings["generate_s"]
+        if self.mode == "full":
+            qrels = question.qrels
+            gold = any(qrels.get(question.retrieved_id(c.file, c.page), 0) > 0 for c in answer.citations if c.supported)
+            sentences = len(split_sentences(answer.text))
+            scores |= grounding_scores(
+                abstained=abstained,
+                sentences=sentences,
+                unverified=len(answer.unverified),
+                cited_gold=gold,
+                answerable_with_gold=not question.unanswerable and bool(qrels),
+                contains=scores.get("contains"),
+            )
+        timings = {
+            key: answer.timings[key] for key in ("retrieve_s", "prompt_s", "generate_s", "generate_call_s", "cite_s")
+        }
+        timings["latency_s"] = timings["retrieve_s"] + timings["prompt_s"] + timings["generate_s"] + timings["cite_s"]
         return _record(
             question,
             self.mode,
@@ -414,7 +433,7 @@ def _record(
     qrels = question.qrels
     ranked_ids = [question.retrieved_id(hit.source, hit.chunk.page) for hit in ranking]
     in_prompt = len(prompt.passages) if prompt is not None else 0
-    metrics: Scores = no_scores(RETRIEVAL_METRICS + ANSWER_METRICS + CITATION_METRICS)
+    metrics: Scores = no_scores(RETRIEVAL_METRICS + ANSWER_METRICS + CITATION_METRICS + GROUNDING_METRICS)
     if mode != "closed-book" and error is None:
         metrics |= retrieval_scores(ranked_ids, qrels)
     metrics |= scores or {}
@@ -449,6 +468,7 @@ def _record(
         "raw_output": answer.raw_output if answer is not None else None,
         "answer": answer.text if answer is not None else None,
         "abstained": abstained,
+        "unverified_sentences": len(answer.unverified) if answer is not None else None,
         "citations": [
             {
                 "n": citation.n,
@@ -460,6 +480,8 @@ def _record(
                 "quote": citation.quote,
                 "support": citation.support,
                 "sentence": citation.sentence,
+                "origin": citation.origin,
+                "supported": citation.supported,
             }
             for citation in (answer.citations if answer is not None else ())
         ],

@@ -30,9 +30,11 @@ Scores = dict[str, float | None]
 RETRIEVAL_METRICS = ("recall@5", "recall@10", "mrr@10", "ndcg@10", "hit@5", "hit@10")
 ANSWER_METRICS = ("em", "f1", "contains")
 CITATION_METRICS = ("citation_recall", "citation_precision", "faithfulness")
+# Whether the answer's own verdicts (supported citations, verified sentences) land on gold pages.
+GROUNDING_METRICS = ("cited", "verified_sentences", "cites_gold", "correct_and_cited")
 COST_METRICS = ("latency_s", "completion_tokens")
 # Metrics between 0 and 1 where higher is better: the report's bars, compare's better/worse.
-QUALITY_METRICS = RETRIEVAL_METRICS + ANSWER_METRICS + CITATION_METRICS
+QUALITY_METRICS = RETRIEVAL_METRICS + ANSWER_METRICS + CITATION_METRICS + GROUNDING_METRICS
 ALL_METRICS = QUALITY_METRICS + COST_METRICS
 
 LABELS = {
@@ -48,6 +50,10 @@ LABELS = {
     "citation_recall": "Citation recall",
     "citation_precision": "Citation precision",
     "faithfulness": "Faithfulness",
+    "cited": "Answered with a supported citation",
+    "verified_sentences": "Verified sentences",
+    "cites_gold": "Cites a gold page",
+    "correct_and_cited": "Correct and cites gold",
     "latency_s": "Latency (s)",
     "completion_tokens": "Completion tokens",
 }
@@ -102,6 +108,39 @@ def citation_quality(answer: str, passages: Sequence[str], judge: SupportJudge) 
         "citation_recall": cited.recall,
         "citation_precision": cited.precision,
         "faithfulness": faithfulness([claim for claim, _ in sentences], passages, judge),
+    }
+
+
+def grounding_scores(
+    *,
+    abstained: bool,
+    sentences: int,
+    unverified: int,
+    cited_gold: bool,
+    answerable_with_gold: bool,
+    contains: float | None,
+) -> Scores:
+    """The answer's own verdicts against the gold labels; no judge involved.
+
+    - ``cited``: 1 when an answer that does not abstain carries a supported citation (``None``
+      for an abstention): its mean is the share of shown answers that are backed.
+    - ``verified_sentences``: share of the answer's sentences with a supported citation
+      (``None`` for an abstention or an answer with no sentence).
+    - ``cites_gold``: for an answerable question with gold sources, 1 when a supported citation
+      is on a gold page (an abstention scores 0); else ``None``.
+    - ``correct_and_cited``: for such a question with a reference answer, 1 when the answer
+      contains a reference and cites a gold page; else ``None``.
+    """
+    shown = not abstained
+    return {
+        "cited": (1.0 if sentences > unverified else 0.0) if shown else None,
+        "verified_sentences": (sentences - unverified) / sentences if shown and sentences else None,
+        "cites_gold": (1.0 if shown and cited_gold else 0.0) if answerable_with_gold else None,
+        "correct_and_cited": (
+            (1.0 if shown and cited_gold and contains == 1.0 else 0.0)
+            if answerable_with_gold and contains is not None
+            else None
+        ),
     }
 
 

@@ -1,12 +1,28 @@
-"""Citations: parse the model's ``[n]`` markers, check them against the passages, locate the words.
+"""Citations: read the model's ``[n]`` markers, attribute what it left uncited, check every one.
 
-- Markers ``[1]``, ``[1, 3]`` and ``[1][3]`` are read; a number with no passage behind it is
-  dropped from the answer text and from the citations.
-- Each citation belongs to the sentence it follows. Its supporting span is the sentence (or two
-  adjacent sentences) of the cited passage that shares the most content words with that
-  answer sentence; ``support`` is the share of the answer sentence's content words found there
-  (0 to 1). The span is given in the page's own character offsets, so the page can highlight it.
-- An answer is abstained when the model says it does not know, or when no valid citation is left.
+What :class:`Citer` does to a generator's raw output, in order:
+
+1. **Clean.** Passage headers the model echoed ("[1] handbook.pdf, page 2") are removed;
+   markers whose number has no passage behind it are dropped. In ``attributed`` mode every
+   marker is dropped: the model's own are not trusted.
+2. **Bound.** Sentences are split (markers right after a full stop belong to the sentence
+   before) and dropped when they make no claim: a repeat of an earlier one (same content
+   words), a passage's file name and page, a question (it ends in "?", or says nothing the
+   question did not: the small model restates the question, which the passages then "support").
+   At most ``answer.max_sentences`` are kept. The small default model otherwise repeats one
+   sentence until its token budget runs out.
+3. **Check.** Each sentence's own markers become ``origin="model"`` citations: the span of the
+   cited passage (one sentence, or two adjacent ones) that best supports the sentence, with
+   its support score (:mod:`rag.support`). A citation is ``supported`` when its support is at
+   least ``citations.min_support``.
+4. **Attribute.** A sentence with no supported citation is matched against every passage's
+   spans; the best, if supported, becomes an ``origin="attributed"`` citation and its marker is
+   added to the sentence (as RAGFlow's ``insert_citations`` does).
+5. **Decide.** A sentence without a supported citation is *unverified* (the page shows it
+   apart); an answer without a verified sentence, or one that says it does not know, abstains.
+
+The quote is always words of the passage's own page text (never its header), and its offsets
+are the page's, so the page can highlight the very words.
 """
 
 from __future__ import annotations
@@ -17,109 +33,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.types import Citation, ScoredChunk
+from rag.config import AnswerConfig, CitationsConfig
+from rag.prompt import passage_header
+from rag.support import LexicalSupport, SupportScorer, content_words, lexical_support
+from rag.types import Citation, CitationOrigin, ScoredChunk
 
 MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*(?=\s|$)|\n+")
 # A sentence ends at . ! or ? followed by a space or the end, or at a line break: "4.2" and
 # "e.g." inside a sentence do not end it.
 _PASSAGE_SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|$)|(?=\n)|$)")
-_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
+_MARKER_AND_SPACE = re.compile(r"\s*" + MARKER.pattern)
 _ABSTAIN = re.compile(
     r"\b(i don'?t know|i do not know|documents? do(?:es)? not (?:say|mention|contain)|"
     r"passages? do(?:es)? not (?:say|mention|contain)|cannot be answered|no information)\b",
     re.IGNORECASE,
 )
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "for",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
-        "but",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "as",
-        "which",
-        "who",
-        "whom",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "not",
-        "no",
-        "can",
-        "could",
-        "will",
-        "would",
-        "should",
-        "may",
-        "might",
-        "must",
-        "i",
-        "you",
-        "he",
-        "she",
-        "we",
-        "they",
-        "them",
-        "their",
-        "our",
-        "your",
-        "his",
-        "her",
-        "there",
-        "here",
-        "than",
-        "then",
-        "so",
-        "such",
-        "also",
-        "into",
-        "about",
-        "over",
-        "under",
-        "per",
-        "each",
-        "any",
-        "all",
-    ]
-)
+# Words that turn a restated question into a sentence without adding a claim.
+_FILLER = frozenset({"question", "answer", "passage", "document", "state", "say", "according"})
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
 @dataclass(frozen=True, slots=True)
 class CitedAnswer:
+    """The cleaned answer text, its citations, the spans of its unverified sentences, the verdict."""
+
     text: str
     citations: tuple[Citation, ...]
+    unverified: tuple[tuple[int, int], ...]
     abstained: bool
 
 
@@ -128,21 +69,14 @@ def says_unknown(text: str) -> bool:
     return bool(_ABSTAIN.search(text))
 
 
-def content_words(text: str) -> list[str]:
-    """Lower-cased words and numbers, stop words removed, light plural folding."""
-    words = []
-    for word in _WORD.findall(text.lower()):
-        if word in _STOPWORDS:
-            continue
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        words.append(word)
-    return words
-
-
 def parse_markers(text: str) -> list[tuple[int, int, list[int]]]:
     """Every marker as ``(start, end, numbers)`` in order of appearance."""
     return [(m.start(), m.end(), [int(n) for n in re.split(r"\s*[,;]\s*", m.group(1))]) for m in MARKER.finditer(text)]
+
+
+def strip_markers(text: str) -> str:
+    """``text`` without its ``[n]`` markers (and the space before each), whitespace collapsed."""
+    return " ".join(_MARKER_AND_SPACE.sub("", text).split())
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -158,18 +92,23 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def best_support(claim: str, passage: str) -> tuple[int, int, float]:
-    """The span of ``passage`` that best supports ``claim``: ``(start, end, support)``."""
-    claim_words = set(content_words(claim))
+def passage_spans(passage: str) -> list[tuple[int, int]]:
+    """Candidate supporting spans of a passage: each sentence and each pair of adjacent ones."""
     sentences = [(m.start(), m.end()) for m in _PASSAGE_SENTENCE.finditer(passage) if m.group().strip()]
     if not sentences:
-        return 0, len(passage), 0.0
-    candidates = sentences + [(a[0], b[1]) for a, b in itertools.pairwise(sentences)]
-    best = (0, 0, -1.0)
-    for start, end in candidates:
-        found = claim_words & set(content_words(passage[start:end]))
-        score = len(found) / len(claim_words) if claim_words else 0.0
-        # Prefer the higher score; at equal score the shorter span (a single sentence).
+        return [(0, len(passage))]
+    return sentences + [(a[0], b[1]) for a, b in itertools.pairwise(sentences)]
+
+
+def best_support(claim: str, passage: str) -> tuple[int, int, float]:
+    """The span of ``passage`` sharing the most content words with ``claim``: ``(start, end, share)``."""
+    return _best_span(passage, [lexical_support(claim, passage[a:b]) for a, b in passage_spans(passage)])
+
+
+def _best_span(passage: str, scores: Sequence[float]) -> tuple[int, int, float]:
+    """The best-scoring span of :func:`passage_spans`; at equal score the shorter (one sentence)."""
+    best = (0, len(passage), -1.0)
+    for (start, end), score in zip(passage_spans(passage), scores, strict=True):
         if score > best[2] or (score == best[2] and end - start < best[1] - best[0]):
             best = (start, end, score)
     start, end, score = best
@@ -178,35 +117,138 @@ def best_support(claim: str, passage: str) -> tuple[int, int, float]:
     return start, end, max(score, 0.0)
 
 
-def cite(answer: str, passages: Sequence[ScoredChunk]) -> CitedAnswer:
-    """Check the markers of ``answer`` against ``passages`` (numbered from 1) and locate each quote."""
-    valid = range(1, len(passages) + 1)
-    cleaned = _drop_invalid_markers(answer, valid)
-    citations: list[Citation] = []
-    for start, end in split_sentences(cleaned):
-        sentence = cleaned[start:end]
-        claim = MARKER.sub("", sentence).strip()
-        numbers = sorted({n for _, _, ns in parse_markers(sentence) for n in ns})
-        for number in numbers:
-            hit = passages[number - 1]
-            local_start, local_end, support = best_support(claim, hit.chunk.text)
-            citations.append(
-                Citation(
-                    n=number,
-                    chunk_id=hit.chunk.id,
-                    file=hit.source,
-                    title=Path(hit.source).name,
-                    page=hit.chunk.page,
-                    page_label=hit.chunk.page_label,
-                    start=hit.chunk.start + local_start,
-                    end=hit.chunk.start + local_end,
-                    quote=hit.chunk.text[local_start:local_end],
-                    support=round(support, 4),
-                    sentence=claim,
-                )
-            )
-    abstained = not citations or says_unknown(cleaned)
-    return CitedAnswer(cleaned.strip(), tuple(citations), abstained)
+@dataclass(slots=True)
+class _Sentence:
+    claim: str  # the words, markers removed
+    text: str  # as written, markers included
+    markers: list[int]
+
+
+class Citer:
+    """Checks and completes the citations of raw answers (see the module docstring).
+
+    Cheap to build; ``support`` must be ready to score (load it first). Safe to share between
+    threads as long as ``support`` is.
+    """
+
+    def __init__(self, answer: AnswerConfig, citations: CitationsConfig, support: SupportScorer | None = None) -> None:
+        self._answer = answer
+        self._min_support = citations.min_support
+        self._support = support or LexicalSupport()
+
+    @property
+    def support_name(self) -> str:
+        return self._support.name
+
+    def cite(self, raw: str, passages: Sequence[ScoredChunk], question: str = "") -> CitedAnswer:
+        return self.cite_many([raw], [passages], [question])[0]
+
+    def cite_many(
+        self,
+        raws: Sequence[str],
+        passage_lists: Sequence[Sequence[ScoredChunk]],
+        questions: Sequence[str] | None = None,
+    ) -> list[CitedAnswer]:
+        """Each raw answer checked against its own passages (and question, whose restatement is
+        no claim); all support scores in one scorer call."""
+        asked = questions if questions is not None else [""] * len(raws)
+        answers = [
+            self._sentences(raw, passages, question)
+            for raw, passages, question in zip(raws, passage_lists, asked, strict=True)
+        ]
+        # Every sentence against every span of every passage: the model's markers need their
+        # passages' spans, attribution needs all of them, and one batch is cheaper than two.
+        pairs: list[tuple[str, str]] = []
+        for sentences, passages in zip(answers, passage_lists, strict=True):
+            for sentence in sentences:
+                for hit in passages:
+                    pairs += [(sentence.claim, hit.chunk.text[a:b]) for a, b in passage_spans(hit.chunk.text)]
+        scores = iter(self._support.score(pairs))
+        results = []
+        for sentences, passages in zip(answers, passage_lists, strict=True):
+            table = [[[next(scores) for _ in passage_spans(hit.chunk.text)] for hit in passages] for _ in sentences]
+            results.append(self._decide(sentences, passages, table))
+        return results
+
+    def _sentences(self, raw: str, passages: Sequence[ScoredChunk], question: str) -> list[_Sentence]:
+        text = raw
+        for number, hit in enumerate(passages, start=1):
+            text = text.replace(passage_header(number, hit), " ")
+        valid = range(1, len(passages) + 1) if self._answer.citations != "attributed" else range(0)
+        text = _drop_invalid_markers(text, valid)
+        headers = [set(content_words(f"{Path(hit.source).name} page {hit.chunk.page or ''}")) for hit in passages]
+        asked = set(content_words(question))
+        kept: list[_Sentence] = []
+        seen: set[tuple[str, ...]] = set()
+        for start, end in split_sentences(text):
+            written = _LIST_ITEM.sub("", text[start:end].strip())
+            claim = strip_markers(written)
+            words = tuple(content_words(claim))
+            if not words or words in seen or any(set(words) <= header for header in headers):
+                continue  # empty, a repetition, or an echoed passage header
+            if claim.endswith("?") or (asked and set(words) <= asked | _FILLER):
+                continue  # a question, or the question restated: no claim to check
+            seen.add(words)
+            markers = list(dict.fromkeys(n for _, _, ns in parse_markers(written) for n in ns))
+            kept.append(_Sentence(claim, written, markers))
+            if len(kept) == self._answer.max_sentences:
+                break
+        return kept
+
+    def _decide(
+        self, sentences: Sequence[_Sentence], passages: Sequence[ScoredChunk], table: list[list[list[float]]]
+    ) -> CitedAnswer:
+        citations: list[Citation] = []
+        pieces: list[str] = []
+        unverified: list[tuple[int, int]] = []
+        offset = 0
+        for sentence, scores in zip(sentences, table, strict=True):
+            own = [self._citation(sentence, passages, n, scores[n - 1], "model") for n in sentence.markers]
+            text = sentence.text
+            if not any(c.supported for c in own) and passages:
+                # Attribution: the passage whose best span supports the sentence most.
+                best = max(range(len(passages)), key=lambda i: max(scores[i], default=0.0))
+                attributed = self._citation(sentence, passages, best + 1, scores[best], "attributed")
+                if attributed.supported:
+                    own.append(attributed)
+                    text = f"{text} [{attributed.n}]"
+            citations += own
+            if pieces:
+                offset += 1  # the joining space
+            if not any(c.supported for c in own):
+                unverified.append((offset, offset + len(text)))
+            pieces.append(text)
+            offset += len(text)
+        answer_text = " ".join(pieces)
+        verified = len(sentences) - len(unverified)
+        abstained = verified == 0 or says_unknown(answer_text)
+        return CitedAnswer(answer_text, tuple(citations), tuple(unverified), abstained)
+
+    def _citation(
+        self,
+        sentence: _Sentence,
+        passages: Sequence[ScoredChunk],
+        n: int,
+        scores: Sequence[float],
+        origin: CitationOrigin,
+    ) -> Citation:
+        hit = passages[n - 1]
+        start, end, support = _best_span(hit.chunk.text, scores)
+        return Citation(
+            n=n,
+            chunk_id=hit.chunk.id,
+            file=hit.source,
+            title=Path(hit.source).name,
+            page=hit.chunk.page,
+            page_label=hit.chunk.page_label,
+            start=hit.chunk.start + start,
+            end=hit.chunk.start + end,
+            quote=hit.chunk.text[start:end],
+            support=round(support, 4),
+            sentence=sentence.claim,
+            origin=origin,
+            supported=support >= self._min_support,
+        )
 
 
 def _drop_invalid_markers(text: str, valid: range) -> str:

@@ -58,6 +58,20 @@ def engine_settings(config: AppConfig, has_gpu: bool) -> dict[str, Any]:
     return settings
 
 
+def sampling_settings(config: AppConfig) -> dict[str, Any]:
+    """vLLM sampling arguments shared by both generators.
+
+    ``repetition_penalty`` is configurable but off by default (``answer.repetition_penalty``
+    says why): what stops a looping answer is the grammar's sentence bound and the citer's
+    removal of repeated sentences.
+    """
+    return {
+        "temperature": config.generator.temperature,
+        "max_tokens": config.generator.max_answer_tokens,
+        "repetition_penalty": config.answer.repetition_penalty,
+    }
+
+
 def has_cuda() -> bool:
     import torch
 
@@ -100,13 +114,9 @@ class VllmGenerator:
         self._llm = None
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
-        from vllm import SamplingParams
-
         if self._llm is None:
             raise RuntimeError("call load() before generating")
-        params = SamplingParams(
-            temperature=self._config.generator.temperature, max_tokens=self._config.generator.max_answer_tokens
-        )
+        params = [self._sampling(prompt) for prompt in prompts]
         started = time.perf_counter()
         outputs = self._llm.generate([p.text for p in prompts], params, use_tqdm=False)
         seconds = time.perf_counter() - started
@@ -114,6 +124,15 @@ class VllmGenerator:
             Generation(out.outputs[0].text, len(out.outputs[0].token_ids), out.outputs[0].finish_reason, seconds)
             for out in outputs
         ]
+
+    def _sampling(self, prompt: Prompt) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return SamplingParams(
+            **sampling_settings(self._config),
+            structured_outputs=StructuredOutputsParams(regex=prompt.constraint) if prompt.constraint else None,
+        )
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
         # The offline engine returns whole answers; one piece is the honest stream.
@@ -150,8 +169,13 @@ class ServerGenerator:
         return Generation("".join(pieces), len(pieces), None, time.perf_counter() - started)
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
+        # vLLM's own request fields go in the body beside OpenAI's: the regex of the structured
+        # outputs (the server enforces it while streaming) and the repetition penalty.
+        body: dict[str, Any] = {"repetition_penalty": self._config.answer.repetition_penalty}
+        if prompt.constraint:
+            body["structured_outputs"] = {"regex": prompt.constraint}
         try:
-            for chunk in self._chat.stream(list(prompt.messages)):
+            for chunk in self._chat.stream(list(prompt.messages), extra_body=body):
                 if isinstance(chunk.content, str) and chunk.content:
                     yield chunk.content
         except Exception as exc:  # noqa: BLE001 - the client raises many transport types

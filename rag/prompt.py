@@ -68,7 +68,11 @@ class HuggingFaceChatTokenizer:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """A prompt ready for a generator: ``passages[i]`` is the passage numbered ``i + 1``."""
+    """A prompt ready for a generator: ``passages[i]`` is the passage numbered ``i + 1``.
+
+    ``constraint`` is a regex the answer must match (:mod:`rag.grammar`), which generators
+    enforce with vLLM's structured outputs; None leaves the answer free.
+    """
 
     question: str
     messages: tuple[Message, ...]
@@ -76,6 +80,7 @@ class Prompt:
     token_count: int
     passages: tuple[ScoredChunk, ...]
     dropped: int
+    constraint: str | None = None
 
 
 def passage_header(number: int, hit: ScoredChunk) -> str:

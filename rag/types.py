@@ -7,7 +7,9 @@ hashable, and impossible to change behind a stage's back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+CitationOrigin = Literal["model", "attributed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,10 @@ class Citation:
     """One ``[n]`` of an answer, checked against passage ``n`` and located in its page.
 
     ``start``/``end`` are character offsets in the page's text (the same offsets as a
-    chunk's span), ``quote`` the words there, ``support`` the share of the citing sentence's
-    content words that the quote contains (0 to 1), ``sentence`` the citing sentence.
+    chunk's span), ``quote`` the words there, ``support`` how well the quote supports the
+    citing sentence (0 to 1, :mod:`rag.support`), ``sentence`` the citing sentence without
+    markers. ``origin`` says who cited: the model wrote the marker, or the sentence was
+    attributed after the fact; ``supported`` whether ``support`` reaches ``citations.min_support``.
     """
 
     n: int
@@ -105,11 +109,17 @@ class Citation:
     quote: str
     support: float
     sentence: str
+    origin: CitationOrigin = "model"
+    supported: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A question's answer with everything that produced it (for the page, the CLI and evaluation)."""
+    """A question's answer with everything that produced it (for the page, the CLI and evaluation).
+
+    ``unverified`` holds the ``(start, end)`` spans of ``text``'s sentences that no supported
+    citation backs: shown apart on the page, counted in evaluation.
+    """
 
     question: str
     text: str
@@ -120,3 +130,4 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     prompt: str = ""
     raw_output: str = ""
+    unverified: tuple[tuple[int, int], ...] = ()

@@ -99,7 +99,9 @@ def _stream_answer(service: ChatService, turn: Turn, settings: ChatSettings) -> 
 
 def _render_answer_text(answer: Answer, target: Any) -> None:
     if not answer.abstained:
-        target.html(answer_html(answer.text))
+        target.html(answer_html(answer.text, answer.unverified))
+        if answer.unverified:
+            target.caption("Greyed sentences are unverified: no passage supports them.")
         return
     target.warning(ABSTAINED)
     if answer.raw_output.strip():

@@ -290,6 +290,8 @@ def answer_record(answer: Answer) -> dict[str, Any]:
                 "end": c.end,
                 "quote": c.quote,
                 "support": c.support,
+                "origin": c.origin,
+                "supported": c.supported,
             }
             for c in answer.citations
         ],
@@ -315,7 +317,11 @@ def _print_answer(answer: Answer, *, body: bool = True) -> None:
     print()
     for c in answer.citations:
         quote = " ".join(c.quote.split())
-        print(f"[{c.n}] {_where(c.file, c.page)}: \u201c{quote[:240]}\u201d (support {c.support:.2f})")
+        verdict = "" if c.supported else ", unsupported"
+        who = "" if c.origin == "model" else ", attributed"
+        print(f"[{c.n}] {_where(c.file, c.page)}: \u201c{quote[:240]}\u201d (support {c.support:.2f}{who}{verdict})")
+    for start, end in answer.unverified:
+        print(f"unverified: {answer.text[start:end]}")
 
 
 def _read_questions(path: Path) -> list[str]:

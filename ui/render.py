@@ -12,11 +12,12 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
+from rag.citations import MARKER
 from rag.types import Citation
 
-_MARKER = re.compile(r"\[(\d+)\]")
 # Every character Markdown (CommonMark plus GitHub's extensions) gives a meaning to.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$&:])")
 _UNSAFE_NAME_CHARS = re.compile(r"[^\w.\- ]+")
@@ -25,6 +26,8 @@ _MAX_NAME_CHARS = 120
 TEXT_STYLE = "white-space: pre-wrap; line-height: 1.5;"
 MARK_STYLE = "background: #fde68a; color: inherit; padding: 0 1px; border-radius: 2px;"
 MARKER_STYLE = "font-size: 0.75em; font-weight: 600; color: #1d4ed8; vertical-align: super;"
+UNVERIFIED_STYLE = "color: #6b7280; text-decoration: underline dotted #b45309;"
+UNVERIFIED_TITLE = "Unverified: no passage supports this sentence"
 
 
 def markdown_literal(text: str) -> str:
@@ -32,11 +35,27 @@ def markdown_literal(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-def answer_html(text: str) -> str:
-    """An answer's text, escaped, with its ``[n]`` markers styled as citation references."""
+def answer_html(text: str, unverified: Sequence[tuple[int, int]] = ()) -> str:
+    """An answer's text, escaped, with its ``[n]`` / ``[n, m]`` markers styled as citation
+    references and the ``unverified`` sentence spans styled apart (grey, dotted, with a tooltip)."""
+    pieces, position = [], 0
+    for start, end in sorted(unverified):
+        start, end = max(start, position), min(end, len(text))
+        if start >= end:
+            continue
+        pieces.append(_with_markers(text[position:start]))
+        pieces.append(
+            f'<span class="rag-unverified" title="{UNVERIFIED_TITLE}" style="{UNVERIFIED_STYLE}">'
+            f"{_with_markers(text[start:end])}</span>"
+        )
+        position = end
+    pieces.append(_with_markers(text[position:]))
+    return f'<div class="rag-answer" style="{TEXT_STYLE}">{"".join(pieces)}</div>'
+
+
+def _with_markers(text: str) -> str:
     escaped = html.escape(text)
-    body = _MARKER.sub(lambda m: f'<span class="rag-cite" style="{MARKER_STYLE}">[{m.group(1)}]</span>', escaped)
-    return f'<div class="rag-answer" style="{TEXT_STYLE}">{body}</div>'
+    return MARKER.sub(lambda m: f'<span class="rag-cite" style="{MARKER_STYLE}">[{m.group(1)}]</span>', escaped)
 
 
 def passage_html(text: str) -> str:
@@ -80,11 +99,17 @@ def where(page: int | None, label: str | None) -> str:
 
 
 def citation_title(citation: Citation) -> str:
-    """The card title, plain text: ``[2] handbook.pdf · page 3 · support 80%``."""
+    """The card title, plain text: ``[2] handbook.pdf · page 3 · support 80%``, then
+    ``· attributed`` when the marker was added after the fact and ``· unsupported`` when the
+    quote does not support the claim."""
     parts = [f"[{citation.n}] {file_name(citation.file)}"]
     if citation.page is not None:
         parts.append(where(citation.page, citation.page_label))
     parts.append(f"support {citation.support:.0%}")
+    if citation.origin == "attributed":
+        parts.append("attributed")
+    if not citation.supported:
+        parts.append("unsupported")
     return " · ".join(parts)
 
 

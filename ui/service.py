@@ -21,6 +21,7 @@ from typing import Literal
 from ingest.job import IngestSummary, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS
 from ingest.progress import IngestReporter
+from rag.citations import Citer
 from rag.config import AppConfig
 from rag.embedder import Embedder, SentenceTransformerEmbedder
 from rag.errors import KnowledgeBaseNotFoundError
@@ -29,8 +30,8 @@ from rag.generator import Generator, ServerGenerator
 from rag.index import FaissIndex
 from rag.keyword import Bm25Index
 from rag.models import resolve_generator_location
-from rag.pipeline import AnswerDelta, Pipeline
-from rag.prompt import ChatTokenizer, HuggingFaceChatTokenizer, PromptBuilder
+from rag.pipeline import AnswerDelta, Pipeline, build_citer, prompt_builder
+from rag.prompt import ChatTokenizer, HuggingFaceChatTokenizer
 from rag.retriever import CrossEncoderReranker, CrossEncoderScorer, Retriever, assemble_retriever
 from rag.server import ModelServer, is_healthy
 from rag.store import KnowledgeBase, RunInfo
@@ -143,6 +144,7 @@ class ChatService:
         self._generator_factory = generator_factory or _server_generator
         self._readiness = readiness
         self._rerank_scorer: CrossEncoderScorer | None = None
+        self._citer: Citer | None = None
         self._kb: KnowledgeBase | None = None
         self._indexes: tuple[int, FaissIndex, Bm25Index] | None = None
         self._generators: dict[tuple[float, int], Generator] = {}
@@ -160,6 +162,8 @@ class ChatService:
             self._embedder = embedder
         if self._chat_tokenizer is None:
             self._chat_tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(self.config))
+        if self._citer is None:
+            self._citer = build_citer(self.config, self._embedder)
         if self.config.retrieval.reranker_model and self._rerank_scorer is None:
             scorer = CrossEncoderScorer(self.config.retrieval.reranker_model)
             scorer.load()
@@ -212,13 +216,14 @@ class ChatService:
                 f"`rag ingest PATH --kb {self.config.kb_dir}`"
             )
         assert self._embedder is not None and self._chat_tokenizer is not None, "call load() first"
+        assert self._citer is not None, "call load() first"
         config = settings.apply(self.config)
         _, dense, keyword = self._current_indexes(kb)
         retriever: Retriever = assemble_retriever(config.retrieval, kb, self._embedder, dense, keyword)
         if settings.rerank and self._rerank_scorer is not None:
             retriever = CrossEncoderReranker(retriever, self._rerank_scorer, config.retrieval.rerank_candidates)
-        prompts = PromptBuilder(self._chat_tokenizer, config.generator.max_model_len, settings.max_answer_tokens)
-        return Pipeline(config, kb, retriever, prompts, self._generator(config))
+        prompts = prompt_builder(config, self._chat_tokenizer)
+        return Pipeline(config, retriever, prompts, self._generator(config), self._citer)
 
     def stream(self, question: str, settings: ChatSettings) -> Iterator[AnswerDelta | Answer]:
         """The answer's pieces as they are generated, then the cited :class:`Answer`."""

@@ -29,7 +29,7 @@ def model_settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "data_dir": tmp_path_factory.mktemp("model") / "data",
         "generator.model": location,
-        "generator.max_answer_tokens": 48,
+        "generator.max_answer_tokens": 64,
         "generator.port": free_port(),
         "generator.startup_timeout_s": 400,
     }
@@ -46,6 +46,7 @@ def cli_settings(config: AppConfig) -> list[str]:
         "--set", f"generator.model={config.generator.model}", "--set", f"generator.port={config.generator.port}",
         "--set", f"generator.max_answer_tokens={config.generator.max_answer_tokens}",
         "--set", f"retrieval.top_k={config.retrieval.top_k}",
+        "--set", f"answer.citations={config.answer.citations}",
     ]  # fmt: skip
 
 

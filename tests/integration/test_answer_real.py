@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from ingest.job import run_ingest
-from rag.citations import _ABSTAIN
+from rag.citations import _ABSTAIN, parse_markers, split_sentences
 from rag.config import AppConfig
 from rag.generator import ServerGenerator, VllmGenerator
 from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
+from rag.support import content_words
 from rag.types import Answer
 from tests.integration.cli import REPO, rag
 from tests.integration.conftest import cli_settings, config_for
@@ -34,7 +35,9 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any, model_settings: dict[str, Any]) -> AppConfig:
     """A knowledge base over the bundled samples; the provisioned default generator by path."""
-    config = config_for(tmp_path_factory.mktemp("answer") / "kb", model_settings)
+    # Constrained citations, named rather than left to the default: these tests prove the grammar
+    # reaches vLLM on both paths (in-process and through the server) on this CPU build.
+    config = config_for(tmp_path_factory.mktemp("answer") / "kb", model_settings, **{"answer.citations": "constrained"})
     run_ingest([REPO / "samples"], config, real_embedder)
     return config
 
@@ -55,7 +58,19 @@ def _check_answer(answer: Answer, config: AppConfig) -> None:
         assert chunk.text[citation.start - chunk.start : citation.end - chunk.start] == citation.quote
         assert citation.file == answer.retrieved[citation.n - 1].source and citation.page == chunk.page
         assert 0.0 <= citation.support <= 1.0
-    assert answer.abstained == (not answer.citations or bool(_ABSTAIN.search(answer.text)))
+        assert citation.supported == (citation.support >= config.citations.min_support)
+    verified = any(c.supported for c in answer.citations)
+    assert answer.abstained == (not verified or bool(_ABSTAIN.search(answer.text)))
+
+
+def _check_cited(answer: Answer, config: AppConfig) -> None:
+    """A cited answer: not abstained, every sentence kept carries a marker of a passage in the
+    prompt, and some citation's quote shares content words with its claim."""
+    _check_answer(answer, config)
+    assert not answer.abstained, f"abstained: {answer.raw_output!r}"
+    for start, end in split_sentences(answer.text):
+        assert parse_markers(answer.text[start:end]), f"a sentence without a marker in {answer.text!r}"
+    assert any(c.supported and set(content_words(c.quote)) & set(content_words(c.sentence)) for c in answer.citations)
 
 
 @pytest.fixture
@@ -72,7 +87,7 @@ def test_batched_answers_in_process(config: AppConfig, local_generator: VllmGene
     answers = pipeline.answer_many(QUESTIONS)
     assert [a.question for a in answers] == QUESTIONS
     for answer in answers:
-        _check_answer(answer, config)
+        _check_cited(answer, config)
         assert answer.model == config.generator.model
         assert answer.timings["generate_s"] > 0 and answer.timings["completion_tokens"] > 0
     top = answers[0].retrieved[0]
@@ -85,7 +100,7 @@ def test_prompt_drops_passages_to_fit_a_small_context(config: AppConfig, real_em
         update={"generator": config.generator.model_copy(update={"max_model_len": 512, "max_answer_tokens": 64})}
     )
     pipeline = build_pipeline(small, local_generator_stub(), embedder=real_embedder)
-    prompt, _ = pipeline.prepare(QUESTIONS[0])
+    prompt = pipeline.build_prompt(QUESTIONS[0], pipeline.retrieve_many([QUESTIONS[0]])[0])
     tokenizer = HuggingFaceChatTokenizer(config.generator.model)
     assert prompt.dropped > 0 and prompt.passages
     assert prompt.token_count == tokenizer.count(prompt.text) <= 512 - 64
@@ -135,7 +150,9 @@ def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -
     final = events[-1]
     assert isinstance(final, Answer)
     assert final.raw_output == "".join(d.text for d in deltas)
-    _check_answer(final, served)
+    _check_cited(final, served)
+    # The grammar reached the server: the raw stream itself ends in a marker.
+    assert parse_markers(final.raw_output), final.raw_output
     assert final.timings["first_token_s"] <= final.timings["generate_s"]
 
     result = rag("ask", QUESTIONS[0], "--json", *_cli_args(served))
@@ -143,8 +160,9 @@ def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -
     record = json.loads(result.stdout)
     assert {"question", "answer", "abstained", "citations", "retrieved", "timings", "model"} <= set(record)
     assert record["retrieved"][0]["page"] == 2
+    assert record["citations"] and not record["abstained"], record
     for citation in record["citations"]:
-        assert {"n", "file", "page", "start", "end", "quote", "support"} <= set(citation)
+        assert {"n", "file", "page", "start", "end", "quote", "support", "origin", "supported"} <= set(citation)
 
 
 def test_question_longer_than_the_context_is_refused(served: AppConfig) -> None:

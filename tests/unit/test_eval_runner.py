@@ -62,7 +62,15 @@ def test_full_run_writes_all_four_outputs(tmp_path: Path, world: tuple[Path, Fak
     assert metrics["citation_recall"] == 1.0 and metrics["citation_precision"] == 1.0
     assert metrics["faithfulness"] == 1.0
     assert metrics["latency_s"] > 0 and metrics["completion_tokens"] == len(GOOD_ANSWERS[VACATION].split())
-    assert set(vacation["timings"]) == {"retrieve_s", "prompt_s", "generate_s", "generate_call_s", "latency_s"}
+    assert set(vacation["timings"]) == {
+        "retrieve_s",
+        "prompt_s",
+        "generate_s",
+        "generate_call_s",
+        "cite_s",
+        "latency_s",
+    }
+    assert metrics["cites_gold"] == 1.0 and metrics["correct_and_cited"] == 1.0 and metrics["cited"] == 1.0
 
     world_cup = samples["worldcup"]
     assert world_cup["abstained"] is True and world_cup["unanswerable"] is True

@@ -222,7 +222,7 @@ def test_uploads_are_sanitised_limited_stored_in_the_kb_and_ingested(config: App
     after = service.facts()
     assert after is not None and after.documents == before.documents + 2
     # The page's retrieval sees the new documents at once (the indexes follow the generation).
-    hits = service.pipeline(ChatSettings.defaults(config)).retrieve("canteen soup Fridays")
+    hits = service.pipeline(ChatSettings.defaults(config)).retrieve_many(["canteen soup Fridays"])[0]
     assert Path(hits[0].source).name == "evil notes.md"
     # The same name with other content gets a numbered name; the same content is reused.
     again = service.add_files([("evil notes.md", b"# Evil\nThe canteen serves soup on Fridays.\n")])

@@ -83,3 +83,20 @@ def test_a_missing_page_or_file_is_a_clear_error(tmp_path: Path) -> None:
         render_pdf_page(pdf, 3)
     with pytest.raises(PageRenderError, match=r"gone\.pdf: cannot open"):
         render_pdf_page(tmp_path / "gone.pdf", 1)
+
+
+def test_answer_html_styles_grouped_markers_and_unverified_sentences() -> None:
+    text = "Staff get 28 days. [1, 2] Robots fly. <b>"
+    html_out = answer_html(text, [(26, len(text))])
+    assert html_out.count('class="rag-cite"') == 1 and "[1, 2]</span>" in html_out
+    unverified = html_out.split('class="rag-unverified"', 1)[1]
+    assert "Robots fly. &lt;b&gt;" in unverified and "28 days" not in unverified
+    assert "<b>" not in html_out
+
+
+def test_titles_say_attributed_and_unsupported() -> None:
+    citation = Citation(
+        n=1, chunk_id=1, file="/d/a.md", title="a.md", page=None, page_label=None, start=0, end=1, quote="q",
+        support=0.2, sentence="s", origin="attributed", supported=False,
+    )  # fmt: skip
+    assert citation_title(citation) == "[1] a.md · support 20% · attributed · unsupported"

@@ -1,0 +1,62 @@
+"""The answer grammar of constrained citations, checked with Python's own regex engine (the same
+pattern goes to vLLM's structured outputs; tests/integration/test_answer_real.py checks it there)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rag.grammar import answer_pattern
+from rag.prompt import ABSTENTION
+
+
+def _admits(pattern: str | None, text: str) -> bool:
+    assert pattern is not None
+    return re.fullmatch(pattern, text) is not None
+
+
+def test_admits_cited_sentences_and_the_abstention() -> None:
+    pattern = answer_pattern(3, max_sentences=2)
+    assert _admits(pattern, "Full-time employees receive 28 days of paid vacation. [1]")
+    assert _admits(pattern, "The R2 carries 150 kg. [2][3] Fleet Manager 4.2 supports 500 robots. [3]")
+    assert _admits(pattern, "It costs 4.50 euros per km in the U.K! [1]")
+    assert _admits(pattern, ABSTENTION)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Employees receive 28 days of paid vacation.",  # no marker
+        "Employees receive 28 days of paid vacation. [4]",  # passage 4 is not in the prompt
+        "Employees receive 28 days of paid vacation. [0]",
+        "Employees receive 28. Days of vacation. [1]",  # a second sentence smuggled before the marker
+        "[1] handbook.pdf, page 2. [1]",  # an echoed passage header
+        "1. Employees receive 28 days. [1]\n2. Robots fly. [2]",  # a list
+        "A. [1] B. [1] C. [1]",  # more sentences than allowed
+        ABSTENTION + " Employees receive 28 days. [1]",  # abstention mixed with an answer
+        " Leading space. [1]",
+    ],
+)
+def test_refuses_what_the_small_model_writes_wrong(text: str) -> None:
+    assert not _admits(answer_pattern(3, max_sentences=2), text)
+
+
+def test_markers_are_exactly_the_passages_in_the_prompt() -> None:
+    pattern = answer_pattern(12, max_sentences=1)
+    for n in range(1, 13):
+        assert _admits(pattern, f"A fact. [{n}]")
+    assert not _admits(pattern, "A fact. [13]")
+    assert not _admits(pattern, "A fact. [012]")
+
+
+def test_markers_after_a_sentence_are_bounded() -> None:
+    pattern = answer_pattern(3, max_sentences=1)
+    assert _admits(pattern, "A fact. [1] [2] [3]")
+    assert not _admits(pattern, "A fact. [1] [2] [3] [1]")
+
+
+def test_no_passages_no_constraint() -> None:
+    assert answer_pattern(0, max_sentences=3) is None
+    with pytest.raises(ValueError, match="max_sentences"):
+        answer_pattern(2, max_sentences=0)
