@@ -525,15 +525,15 @@ def render_markdown(raw: Result) -> str:
     lines.append("")
     if "b_over_a" in ratios:
         verdict = "met" if ratios["target_met"] else "**not met**"
-        result = (
+        summary = (
             f"Result: vLLM batched / transformers one by one = **{ratios['b_over_a']:.2f}×** "
             f"(target ≥ {TARGET_RATIO:.0f}×: {verdict})"
         )
         if "c_over_a" in ratios:
-            result += (
+            summary += (
                 f"; vLLM server with {stages['c']['clients']} clients / transformers = **{ratios['c_over_a']:.2f}×**"
             )
-        lines.append(result + ".")
+        lines.append(summary + ".")
         lines.append("")
     lines.extend(_notes(raw))
     return "\n".join(lines).rstrip() + "\n"

@@ -218,12 +218,13 @@ def entailment_index(id2label: Mapping[Any, str] | None, model_id: str) -> int:
     entailment/neutral/contradiction), so the index is read, never assumed. Raises
     :class:`ModelLoadError` when no label names entailment (the model is not an NLI model).
     """
-    found = [int(index) for index, label in (id2label or {}).items() if "entail" in str(label).lower()]
-    if len(found) != 1:
-        shown = ", ".join(str(label) for label in (id2label or {}).values()) or "none"
+    labels = {int(index): str(label) for index, label in (id2label or {}).items()}
+    found = [index for index, label in labels.items() if label.strip().lower().startswith("entail")]
+    if len(labels) < 2 or len(found) != 1:
+        shown = ", ".join(f"{index}: {label}" for index, label in sorted(labels.items())) or "none"
         raise ModelLoadError(
             f"{model_id!r} is not an NLI model: its labels ({shown}) name no single entailment class; "
-            "configure a sentence-transformers CrossEncoder trained for NLI"
+            "configure an NLI CrossEncoder such as cross-encoder/nli-deberta-v3-small"
         )
     return found[0]
 

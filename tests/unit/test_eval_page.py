@@ -33,7 +33,7 @@ def runs_dir(tmp_path: Path) -> Path:
     # A gets the payload wrong; B gets it right but misses the vacation days.
     answers = {
         "a-run": GOOD_ANSWERS | {PAYLOAD: "The R2 robot carries up to 90 kg [1]."},
-        "b-run": GOOD_ANSWERS | {VACATION: "Employees receive paid vacation [1]."},
+        "b-run": GOOD_ANSWERS | {VACATION: "Employees receive paid vacation each calendar year [1]."},
     }
     for name, canned in answers.items():
         run_eval(
