@@ -330,6 +330,9 @@ def stage_grammar(model: str, prompts: Sequence[Result], warmup: Result, max_tok
     prompt_tokens = 0
     for name in GRAMMAR_RUNS:
         batch = [params(prompt, name == "constrained") for prompt in prompts]
+        # Both runs prefill the prompts from scratch: else the second finds the first's prompts cached.
+        if not llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not empty its prefix cache")
         window = Window(_tree_cpu_seconds)
         with window.measure():
             outputs = llm.generate(texts, batch, use_tqdm=False)
@@ -610,7 +613,7 @@ def render_grammar(raw: Result) -> str:
     tokens = setup["prompt_tokens"]
     passages = ", ".join(str(n) for n in g["passages"])
     lines.append(
-        f"Workload: model `{setup['model']}`, the {setup['prompts']} RAG prompts of (a)-(c) ({passages} numbered "
+        f"Workload: model `{setup['model']}`, {setup['prompts']} RAG prompts built as for (a)-(c) ({passages} numbered "
         f"passages each, {min(tokens)}–{max(tokens)} prompt tokens), one engine, greedy, at most "
         f"{setup['max_tokens']} new tokens, end-of-sequence honoured. Constrained: "
         f"`answer_pattern(passages, max_sentences={g['max_sentences']})` of `rag.grammar` for each prompt's own "
@@ -651,7 +654,9 @@ def _grammar_notes(g: Result) -> list[str]:
         f"`{g['engine_settings']}` with {env}, started in {g['load_seconds']:.1f} s (excluded); `temperature=0`; "
         "each run is one batched `generate` over all prompts, free first, then constrained, after one untimed "
         f"warm-up of each on a prompt outside the measured set ({g['warmup_passages']} passages), which also "
-        "compiled the grammar.",
+        "compiled the grammar. The prefix cache is emptied (`llm.reset_prefix_cache()`) before each timed run, so "
+        "both prefill the same prompts from scratch; without it the constrained run found the free run's prompts "
+        "cached and came out faster.",
         "- A `[n]` marker: the regex `\\[\\d+\\]` anywhere in the answer text.",
     ]
     return notes + _busy_notes(g["runs"], "the free run or the engine start", "run")

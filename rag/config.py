@@ -113,7 +113,12 @@ class GeneratorConfig(_Section):
         description="Hub id or local folder. The default is converted offline by `make install`.",
     )
     max_model_len: int = Field(2048, ge=256, description="Context length: prompt plus answer, in tokens.")
-    max_answer_tokens: int = Field(256, gt=0, description="Longest answer, in tokens.")
+    max_answer_tokens: int = Field(
+        128,
+        gt=0,
+        description="Longest answer, in tokens. Answers are at most answer.max_sentences sentences; the 135M "
+        "default model fills any budget with repetition, so a longer one only costs time.",
+    )
     temperature: float = Field(0.0, ge=0, le=2)
     dtype: str = Field("auto", description="auto: float32 on a CPU (twice bfloat16's speed there), else bfloat16.")
     enforce_eager: bool | None = Field(None, description="None: eager on a CPU (no 5-minute compile), graphs on a GPU.")
@@ -154,11 +159,12 @@ class CitationsConfig(_Section):
     """The check that decides whether a citation supports its sentence."""
 
     min_support: float = Field(
-        0.5,
+        0.45,
         ge=0,
         le=1,
         description="A citation whose support is below this is unsupported; a sentence without a supported "
-        "citation is unverified; an answer without a verified sentence abstains.",
+        "citation is unverified; an answer without a verified sentence abstains. Calibrated by "
+        "bench/calibrate_support.py on the samples and FinanceBench dev sets (README, Citations).",
     )
     support_model: str | None = Field(
         None,

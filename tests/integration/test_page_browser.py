@@ -21,6 +21,7 @@ import pytest
 from ingest.job import run_ingest
 from rag.config import AppConfig
 from rag.server import ModelServer
+from rag.support import content_words
 from tests.integration.cli import REPO, clean_environment
 from tests.integration.conftest import cli_settings, config_for, free_port
 
@@ -142,12 +143,18 @@ def test_ask_stream_and_check_a_citation_on_its_page(page_url: str, browser: Any
     cards = page.get_by_test_id("stExpander").filter(has_text="employee-handbook.pdf · page 2")
     assert cards.count() >= 1, "a citation card names the file and the page"
     card = cards.first
-    assert re.search(r"\[\d+\] employee-handbook\.pdf · page 2 · support \d+%", card.inner_text())
+    title = card.inner_text().splitlines()[0]
+    assert re.search(r"\[\d+\] employee-handbook\.pdf · page 2 · support \d+%", title)
+    assert "unsupported" not in title, f"the card's citation supports its claim: {title}"
     card.get_by_text("employee-handbook.pdf · page 2").first.click()
     picture = card.locator("img").first
     picture.wait_for(timeout=60_000)
     assert page.evaluate("(img) => img.naturalWidth > 100 && img.complete", picture.element_handle())
-    assert card.locator("mark.rag-quote").first.is_visible(), "the cited words are highlighted beside the picture"
+    quote = card.locator("mark.rag-quote").first
+    assert quote.is_visible(), "the cited words are highlighted beside the picture"
+    claim = card.locator("div.rag-answer").first.inner_text()
+    shared = set(content_words(claim)) & set(content_words(quote.inner_text()))
+    assert len(shared) >= 2, f"the highlighted quote backs the claim {claim!r}: shared words {shared}"
     assert card.get_by_text("Download employee-handbook.pdf").is_visible()
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
