@@ -11,8 +11,9 @@ The pattern admits exactly one of:
 Why each restriction is there:
 
 - Markers only of passages in the prompt: a number that points nowhere cannot be written.
-- No ``[``, ``]`` or line break inside a sentence: the small model echoes the passage headers
-  ("[1] ftp-1.1.3.pdf, page 13") and writes numbered lists of guesses; neither fits the shape.
+- No ``[``, ``]`` or line break inside a sentence, and a sentence starts with a letter and has
+  two words at least: the small model echoes the passage headers ("[1] ftp-1.1.3.pdf, page 13")
+  and opens numbered lists of guesses ("1. [1] ..."); neither fits the shape.
 - A full stop followed by white space ends a sentence; one followed by a letter or digit does
   not ("4.2", "U.S."), so a sentence cannot smuggle in more sentences before its marker.
 - ``max_sentences`` bounds the answer: without it the model repeats one sentence until
@@ -51,8 +52,9 @@ def answer_pattern(passages: int, max_sentences: int) -> str | None:
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
     markers = rf"(?: ?\[(?:{marker_alternatives(passages)})\]){{1,3}}"
-    # The first character is not a space: no leading blank, and the sentence has a body.
-    sentence = rf"[^\s\[\]]{_INNER}*[.!?]{markers}"
+    # A sentence starts with a letter or an opening quote and has at least two words: the small
+    # model otherwise opens a numbered list ("1. [1] handbook.pdf, page 2, page 3, ...").
+    sentence = rf"[A-Za-z\"'(]{_INNER}* {_INNER}*[.!?]{markers}"
     answer = rf"{sentence}(?: {sentence}){{0,{max_sentences - 1}}}"
     return rf"(?:{_literal(ABSTENTION)}|{answer})"
 

@@ -36,6 +36,8 @@ def test_admits_cited_sentences_and_the_abstention() -> None:
         "A. [1] B. [1] C. [1]",  # more sentences than allowed
         ABSTENTION + " Employees receive 28 days. [1]",  # abstention mixed with an answer
         " Leading space. [1]",
+        "1. [1] handbook.pdf, page 2.",  # a list opened
+        "Word. [1]",  # one word is no sentence
     ],
 )
 def test_refuses_what_the_small_model_writes_wrong(text: str) -> None:
@@ -48,6 +50,7 @@ def test_markers_are_exactly_the_passages_in_the_prompt() -> None:
         assert _admits(pattern, f"A fact. [{n}]")
     assert not _admits(pattern, "A fact. [13]")
     assert not _admits(pattern, "A fact. [012]")
+    assert _admits(pattern, '"Quoted" words. [1]')
 
 
 def test_markers_after_a_sentence_are_bounded() -> None:
