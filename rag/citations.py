@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.config import AnswerConfig, CitationsConfig
-from rag.prompt import passage_header
 from rag.support import LexicalSupport, SupportScorer, content_words, lexical_support
 from rag.types import Citation, CitationOrigin, ScoredChunk
 
@@ -173,7 +172,7 @@ class Citer:
     def _sentences(self, raw: str, passages: Sequence[ScoredChunk], question: str) -> list[_Sentence]:
         text = raw
         for number, hit in enumerate(passages, start=1):
-            text = text.replace(passage_header(number, hit), " ")
+            text = _without_header_echo(text, number, hit)
         valid = range(1, len(passages) + 1) if self._answer.citations != "attributed" else range(0)
         text = _drop_invalid_markers(text, valid)
         headers = [set(content_words(f"{Path(hit.source).name} page {hit.chunk.page or ''}")) for hit in passages]
@@ -249,6 +248,14 @@ class Citer:
             origin=origin,
             supported=support >= self._min_support,
         )
+
+
+def _without_header_echo(text: str, number: int, hit: ScoredChunk) -> str:
+    """``text`` without passage ``number``'s header echoed ("[1] handbook.pdf, page 2."): the file
+    name and page go, a marker before them stays (it may be the citation of the sentence before:
+    "... 180 euros. [1] travel-policy.docx, page 1.")."""
+    echo = re.compile(rf"(\[{number}\]\s*)?{re.escape(Path(hit.source).name)}(?:,\s*page\s*\d+)?\.?")
+    return echo.sub(lambda m: f"[{number}] " if m.group(1) else " ", text)
 
 
 def _drop_invalid_markers(text: str, valid: range) -> str:

@@ -182,3 +182,11 @@ def test_a_number_the_passage_does_not_hold_is_not_supported() -> None:
     assert number_agreement("Staff get 28 days.", "Staff receive 28 days of leave.") == 1.0
     answer = _citer().cite("The R2 robot carries up to 190 kg. [2]", PASSAGES)
     assert answer.abstained and not answer.citations[0].supported
+
+
+def test_an_echoed_header_goes_but_the_marker_before_it_stays() -> None:
+    raw = "The R2 robot carries up to 150 kg. [2] faq.md, page 1. [1]"
+    answer = _citer().cite(raw, PASSAGES)
+    assert answer.text.startswith("The R2 robot carries up to 150 kg. [2]") and "faq.md" not in answer.text
+    assert not answer.abstained
+    assert [(c.n, c.supported) for c in answer.citations][0] == (2, True)
