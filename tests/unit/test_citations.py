@@ -189,4 +189,4 @@ def test_an_echoed_header_goes_but_the_marker_before_it_stays() -> None:
     answer = _citer().cite(raw, PASSAGES)
     assert answer.text.startswith("The R2 robot carries up to 150 kg. [2]") and "faq.md" not in answer.text
     assert not answer.abstained
-    assert [(c.n, c.supported) for c in answer.citations][0] == (2, True)
+    assert (answer.citations[0].n, answer.citations[0].supported) == (2, True)
