@@ -47,7 +47,7 @@ from eval.scoring import (
     no_scores,
     retrieval_scores,
 )
-from rag.citations import says_unknown, split_sentences
+from rag.citations import says_unknown
 from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.errors import QuestionTooLongError
@@ -390,11 +390,11 @@ class _Stages:
         if self.mode == "full":
             qrels = question.qrels
             gold = any(qrels.get(question.retrieved_id(c.file, c.page), 0) > 0 for c in answer.citations if c.supported)
-            sentences = len(split_sentences(answer.text))
             scores |= grounding_scores(
                 abstained=abstained,
-                sentences=sentences,
+                sentences=len(answer.sentences),
                 unverified=len(answer.unverified),
+                cited=any(c.supported for c in answer.citations),
                 cited_gold=gold,
                 answerable_with_gold=not question.unanswerable and bool(qrels),
                 contains=scores.get("contains"),

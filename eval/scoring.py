@@ -116,6 +116,7 @@ def grounding_scores(
     abstained: bool,
     sentences: int,
     unverified: int,
+    cited: bool,
     cited_gold: bool,
     answerable_with_gold: bool,
     contains: float | None,
@@ -133,7 +134,7 @@ def grounding_scores(
     """
     shown = not abstained
     return {
-        "cited": (1.0 if sentences > unverified else 0.0) if shown else None,
+        "cited": (1.0 if cited else 0.0) if shown else None,
         "verified_sentences": (sentences - unverified) / sentences if shown and sentences else None,
         "cites_gold": (1.0 if shown and cited_gold else 0.0) if answerable_with_gold else None,
         "correct_and_cited": (

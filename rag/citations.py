@@ -55,10 +55,12 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 @dataclass(frozen=True, slots=True)
 class CitedAnswer:
-    """The cleaned answer text, its citations, the spans of its unverified sentences, the verdict."""
+    """The cleaned answer text, its citations, the spans of its sentences and of the unverified
+    ones among them, the verdict."""
 
     text: str
     citations: tuple[Citation, ...]
+    sentences: tuple[tuple[int, int], ...]
     unverified: tuple[tuple[int, int], ...]
     abstained: bool
 
@@ -199,6 +201,7 @@ class Citer:
     ) -> CitedAnswer:
         citations: list[Citation] = []
         pieces: list[str] = []
+        spans: list[tuple[int, int]] = []
         unverified: list[tuple[int, int]] = []
         offset = 0
         for sentence, scores in zip(sentences, table, strict=True):
@@ -214,14 +217,15 @@ class Citer:
             citations += own
             if pieces:
                 offset += 1  # the joining space
+            spans.append((offset, offset + len(text)))
             if not any(c.supported for c in own):
-                unverified.append((offset, offset + len(text)))
+                unverified.append(spans[-1])
             pieces.append(text)
             offset += len(text)
         answer_text = " ".join(pieces)
         verified = len(sentences) - len(unverified)
         abstained = verified == 0 or says_unknown(answer_text)
-        return CitedAnswer(answer_text, tuple(citations), tuple(unverified), abstained)
+        return CitedAnswer(answer_text, tuple(citations), tuple(spans), tuple(unverified), abstained)
 
     def _citation(
         self,

@@ -121,6 +121,7 @@ class Pipeline:
                     timings=times,
                     prompt=prompt.text,
                     raw_output=raw,
+                    sentences=result.sentences,
                     unverified=result.unverified,
                 )
             )

@@ -117,8 +117,9 @@ class Citation:
 class Answer:
     """A question's answer with everything that produced it (for the page, the CLI and evaluation).
 
-    ``unverified`` holds the ``(start, end)`` spans of ``text``'s sentences that no supported
-    citation backs: shown apart on the page, counted in evaluation.
+    ``sentences`` holds the ``(start, end)`` spans of ``text``'s sentences (the claims checked),
+    ``unverified`` those of them that no supported citation backs: shown apart on the page,
+    counted in evaluation.
     """
 
     question: str
@@ -130,4 +131,5 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     prompt: str = ""
     raw_output: str = ""
+    sentences: tuple[tuple[int, int], ...] = ()
     unverified: tuple[tuple[int, int], ...] = ()

@@ -396,18 +396,36 @@ def test_grounding_scores() -> None:
     from eval.scoring import grounding_scores
 
     right = grounding_scores(
-        abstained=False, sentences=2, unverified=1, cited_gold=True, answerable_with_gold=True, contains=1.0
+        abstained=False, sentences=2, unverified=1, cited=True, cited_gold=True, answerable_with_gold=True, contains=1.0
     )
     assert right == {"cited": 1.0, "verified_sentences": 0.5, "cites_gold": 1.0, "correct_and_cited": 1.0}
     wrong_page = grounding_scores(
-        abstained=False, sentences=1, unverified=0, cited_gold=False, answerable_with_gold=True, contains=1.0
+        abstained=False,
+        sentences=1,
+        unverified=0,
+        cited=True,
+        cited_gold=False,
+        answerable_with_gold=True,
+        contains=1.0,
     )
     assert (wrong_page["cites_gold"], wrong_page["correct_and_cited"]) == (0.0, 0.0)
     abstained = grounding_scores(
-        abstained=True, sentences=1, unverified=1, cited_gold=False, answerable_with_gold=True, contains=0.0
+        abstained=True,
+        sentences=1,
+        unverified=1,
+        cited=False,
+        cited_gold=False,
+        answerable_with_gold=True,
+        contains=0.0,
     )
     assert abstained == {"cited": None, "verified_sentences": None, "cites_gold": 0.0, "correct_and_cited": 0.0}
     unanswerable = grounding_scores(
-        abstained=False, sentences=1, unverified=1, cited_gold=False, answerable_with_gold=False, contains=None
+        abstained=False,
+        sentences=1,
+        unverified=1,
+        cited=False,
+        cited_gold=False,
+        answerable_with_gold=False,
+        contains=None,
     )
     assert unanswerable == {"cited": 0.0, "verified_sentences": 0.0, "cites_gold": None, "correct_and_cited": None}
