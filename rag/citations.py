@@ -19,7 +19,10 @@ What :class:`Citer` does to a generator's raw output, in order:
    spans; the best, if supported, becomes an ``origin="attributed"`` citation and its marker is
    added to the sentence (as RAGFlow's ``insert_citations`` does).
 5. **Decide.** A sentence without a supported citation is *unverified* (the page shows it
-   apart); an answer without a verified sentence, or one that says it does not know, abstains.
+   apart). An answer abstains when it says it does not know, or when none of its verified
+   sentences addresses the question (shares a content word with it): a sentence copied from a
+   passage is always supported, and the small model copies ones that answer nothing
+   ("Northwind Robotics GmbH and its subsidiaries." for a question about vacation days).
 
 The quote is always words of the passage's own page text (never its header), and its offsets
 are the page's, so the page can highlight the very words.
@@ -123,6 +126,7 @@ class _Sentence:
     claim: str  # the words, markers removed
     text: str  # as written, markers included
     markers: list[int]
+    on_topic: bool  # shares a content word with the question (always, when there is no question)
 
 
 class Citer:
@@ -191,7 +195,7 @@ class Citer:
                 continue  # a question, or the question restated: no claim to check
             seen.add(words)
             markers = list(dict.fromkeys(n for _, _, ns in parse_markers(written) for n in ns))
-            kept.append(_Sentence(claim, written, markers))
+            kept.append(_Sentence(claim, written, markers, not asked or bool(asked & set(words))))
             if len(kept) == self._answer.max_sentences:
                 break
         return kept
@@ -223,8 +227,10 @@ class Citer:
             pieces.append(text)
             offset += len(text)
         answer_text = " ".join(pieces)
-        verified = len(sentences) - len(unverified)
-        abstained = verified == 0 or says_unknown(answer_text)
+        answered = any(
+            sentence.on_topic and span not in unverified for sentence, span in zip(sentences, spans, strict=True)
+        )
+        abstained = not answered or says_unknown(answer_text)
         return CitedAnswer(answer_text, tuple(citations), tuple(spans), tuple(unverified), abstained)
 
     def _citation(

@@ -134,7 +134,10 @@ def test_ask_stream_and_check_a_citation_on_its_page(page_url: str, browser: Any
     assert page.get_by_text("Documents").first.is_visible() and page.get_by_text("Hybrid (dense + BM25)").is_visible()
     page.evaluate(WATCH_ANSWER)
 
-    _ask(page, "How many days of paid vacation do full-time employees get?")
+    # Asked this way the 135M default model answers "28 days" and cites the handbook's page 2; asked
+    # "How many days of paid vacation do full-time employees get?" it writes "The answer is: 2.",
+    # which the support check rightly refuses (README, Citations).
+    _ask(page, "How many vacation days do employees get?")
 
     streamed = [text for text in page.evaluate("window.__answerTexts") if text.rstrip().endswith("▌")]
     assert len(streamed) >= 2, f"the answer arrived in pieces, with the cursor after each: {streamed}"

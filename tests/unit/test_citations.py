@@ -190,3 +190,11 @@ def test_an_echoed_header_goes_but_the_marker_before_it_stays() -> None:
     assert answer.text.startswith("The R2 robot carries up to 150 kg. [2]") and "faq.md" not in answer.text
     assert not answer.abstained
     assert (answer.citations[0].n, answer.citations[0].supported) == (2, True)
+
+
+def test_a_supported_sentence_that_does_not_address_the_question_is_no_answer() -> None:
+    question = "How many days of paid vacation do full-time employees get?"
+    copied = _citer().cite("Sick leave is separate. [1]", PASSAGES, question)
+    assert copied.citations[0].supported and not copied.unverified
+    assert copied.abstained, "supported, but it says nothing about vacation days"
+    assert not _citer().cite("Full-time employees receive 28 days. [1]", PASSAGES, question).abstained
