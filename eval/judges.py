@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from eval.metrics import OverlapJudge, SupportJudge
 from rag.config import EvalConfig
-from rag.errors import ModelLoadError, RagError, first_line
-from rag.support import entailment_index
+from rag.errors import RagError, first_line
+from rag.support import entailment_index, load_nli_model
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -106,20 +106,9 @@ class NliJudge:
 
     def load(self) -> None:
         """Load the model and find its entailment class. Raises :class:`ModelLoadError` with what to do."""
-        if self._model is not None:
-            return
-        from sentence_transformers import CrossEncoder
-
-        try:
-            model = CrossEncoder(self._model_id)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
-            detail = first_line(exc)
-            raise ModelLoadError(
-                f"NLI judge {self._model_id!r} cannot be loaded: {detail}. "
-                "Set eval.judge_model to a local folder or a cached hub id, or use eval.judge=overlap."
-            ) from None
-        self._entailment = entailment_index(getattr(model.config, "id2label", None), self._model_id)
-        self._model = model
+        if self._model is None:
+            advice = "Set eval.judge_model to a local folder or a cached hub id, or use eval.judge=overlap."
+            self._model, self._entailment = load_nli_model(self._model_id, advice)
 
     def entailment_probability(self, claim: str, passages: Sequence[str]) -> float:
         """P(entailment) of ``claim`` given the passages joined (0.0 when there is no passage)."""

@@ -229,6 +229,20 @@ def entailment_index(id2label: Mapping[Any, str] | None, model_id: str) -> int:
     return found[0]
 
 
+def load_nli_model(model_id: str, advice: str) -> tuple[Any, int]:
+    """A sentence-transformers NLI ``CrossEncoder`` and the index of its entailment class.
+
+    Raises :class:`ModelLoadError` naming the model, the reason and ``advice`` (what to set instead).
+    """
+    from sentence_transformers import CrossEncoder
+
+    try:
+        model = CrossEncoder(model_id)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
+        raise ModelLoadError(f"NLI model {model_id!r} cannot be loaded: {first_line(exc)}. {advice}") from None
+    return model, entailment_index(getattr(model.config, "id2label", None), model_id)
+
+
 class NliSupport:
     """P(entailment | span, claim) from a sentence-transformers NLI ``CrossEncoder``.
 
@@ -246,19 +260,9 @@ class NliSupport:
         return self._model_id
 
     def load(self) -> None:
-        if self._model is not None:
-            return
-        from sentence_transformers import CrossEncoder
-
-        try:
-            model = CrossEncoder(self._model_id)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot load"
-            raise ModelLoadError(
-                f"support model {self._model_id!r} cannot be loaded: {first_line(exc)}. Set "
-                "citations.support_model to a local folder or a cached hub id, or leave it unset"
-            ) from None
-        self._entailment = entailment_index(getattr(model.config, "id2label", None), self._model_id)
-        self._model = model
+        if self._model is None:
+            advice = "Set citations.support_model to a local folder or a cached hub id, or leave it unset."
+            self._model, self._entailment = load_nli_model(self._model_id, advice)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if self._model is None:

@@ -392,40 +392,30 @@ def test_paired_tests_skip_missing_pairs_and_check_lengths() -> None:
         paired_permutation_pvalue([1.0], [1.0, 2.0])
 
 
-def test_grounding_scores() -> None:
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # a shown answer, one of two sentences verified, a supported citation on a gold page, correct
+        ((False, 2, 1, True, True, True, 1.0), (1.0, 0.5, 1.0, 1.0)),
+        # right words, wrong page: not cited on gold, so not "correct and cited"
+        ((False, 1, 0, True, False, True, 1.0), (1.0, 1.0, 0.0, 0.0)),
+        # an abstention on an answerable question scores 0 on both gold metrics
+        ((True, 1, 1, False, False, True, 0.0), (None, None, 0.0, 0.0)),
+        # an unanswerable question has no gold metrics
+        ((False, 1, 1, False, False, False, None), (0.0, 0.0, None, None)),
+    ],
+)
+def test_grounding_scores(answer: tuple, expected: tuple) -> None:
     from eval.scoring import grounding_scores
 
-    right = grounding_scores(
-        abstained=False, sentences=2, unverified=1, cited=True, cited_gold=True, answerable_with_gold=True, contains=1.0
+    abstained, sentences, unverified, cited, cited_gold, with_gold, contains = answer
+    scores = grounding_scores(
+        abstained=abstained,
+        sentences=sentences,
+        unverified=unverified,
+        cited=cited,
+        cited_gold=cited_gold,
+        answerable_with_gold=with_gold,
+        contains=contains,
     )
-    assert right == {"cited": 1.0, "verified_sentences": 0.5, "cites_gold": 1.0, "correct_and_cited": 1.0}
-    wrong_page = grounding_scores(
-        abstained=False,
-        sentences=1,
-        unverified=0,
-        cited=True,
-        cited_gold=False,
-        answerable_with_gold=True,
-        contains=1.0,
-    )
-    assert (wrong_page["cites_gold"], wrong_page["correct_and_cited"]) == (0.0, 0.0)
-    abstained = grounding_scores(
-        abstained=True,
-        sentences=1,
-        unverified=1,
-        cited=False,
-        cited_gold=False,
-        answerable_with_gold=True,
-        contains=0.0,
-    )
-    assert abstained == {"cited": None, "verified_sentences": None, "cites_gold": 0.0, "correct_and_cited": 0.0}
-    unanswerable = grounding_scores(
-        abstained=False,
-        sentences=1,
-        unverified=1,
-        cited=False,
-        cited_gold=False,
-        answerable_with_gold=False,
-        contains=None,
-    )
-    assert unanswerable == {"cited": 0.0, "verified_sentences": 0.0, "cites_gold": None, "correct_and_cited": None}
+    assert tuple(scores[k] for k in ("cited", "verified_sentences", "cites_gold", "correct_and_cited")) == expected
