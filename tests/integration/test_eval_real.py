@@ -98,7 +98,7 @@ def test_full_run_writes_every_output(setup: tuple[AppConfig, Path, Path], real_
     low, high = metrics["metrics"]["ndcg@10"]["ci95"]
     assert low <= metrics["metrics"]["ndcg@10"]["mean"] <= high
     assert metrics["counts"]["questions"] == len(QUESTIONS) and metrics["abstention"]["unanswerable"] == 1
-    assert metrics["config"]["generator"]["max_answer_tokens"] == 48 and metrics["project_version"] != "unknown"
+    assert metrics["config"]["generator"]["max_answer_tokens"] == 64 and metrics["project_version"] != "unknown"
     html = (out / "report.html").read_text()
     assert "favourite colour" in html and "<svg" in html
     assert (out / "run.trec").read_text().startswith("vacation Q0 employee-handbook.pdf#2 1 ")
