@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.citations import MARKER, best_support, content_words, parse_markers, split_sentences
+from rag.citations import best_support, content_words, parse_markers, split_sentences, strip_markers
 
 # ---------------------------------------------------------------------------------------------
 # Retrieval
@@ -279,10 +279,6 @@ class OverlapJudge:
         return self.score(claim, passages) >= self.threshold
 
 
-# A marker and the space before it: "28 days [1]." becomes "28 days." (as ALCE's remove_citations).
-_MARKER_AND_SPACE = re.compile(r"\s*" + MARKER.pattern)
-
-
 def answer_sentences(answer: str, passages: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
     """An answer's sentences, markers removed, each with the texts of the passages it cites.
 
@@ -295,7 +291,8 @@ def answer_sentences(answer: str, passages: Sequence[str]) -> list[tuple[str, tu
     for start, end in split_sentences(answer):
         sentence = answer[start:end]
         numbers = dict.fromkeys(n for _, _, ns in parse_markers(sentence) for n in ns if 1 <= n <= len(passages))
-        claim = " ".join(_MARKER_AND_SPACE.sub("", sentence).split())
+        # "28 days [1]." becomes "28 days." (as ALCE's remove_citations).
+        claim = strip_markers(sentence)
         if claim:
             sentences.append((claim, tuple(passages[n - 1] for n in numbers)))
     return sentences

@@ -7,7 +7,6 @@ no answer sentence, closed-book); see :mod:`eval.metrics` for the definitions.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 from eval.metrics import (
@@ -23,7 +22,7 @@ from eval.metrics import (
     recall_at_k,
     token_f1,
 )
-from rag.citations import MARKER
+from rag.citations import strip_markers
 
 Scores = dict[str, float | None]
 
@@ -58,8 +57,6 @@ LABELS = {
     "completion_tokens": "Completion tokens",
 }
 
-_MARKER_AND_SPACE = re.compile(r"\s*" + MARKER.pattern)
-
 
 def retrieval_scores(ranked: Sequence[str], qrels: Mapping[str, int]) -> Scores:
     """Recall@5/10, MRR@10, nDCG@10 and hit@5/10 of one ranking (ids best first) against ``qrels``."""
@@ -80,11 +77,6 @@ def first_relevant_rank(ranked: Sequence[str], qrels: Mapping[str, int]) -> int 
         if qrels.get(doc_id, 0) > 0:
             return rank
     return None
-
-
-def strip_markers(text: str) -> str:
-    """The answer without its ``[n]`` markers (and the space before each), whitespace collapsed."""
-    return " ".join(_MARKER_AND_SPACE.sub("", text).split())
 
 
 def answer_scores(answer: str, references: Sequence[str]) -> Scores:
