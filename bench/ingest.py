@@ -132,21 +132,34 @@ def _torch_threads() -> int:
 
 
 def stage_extract(corpus: Path) -> Result:
-    """Bare pypdf text extraction of every page, sequentially."""
+    """Bare text extraction of every page, sequentially, by the configured ``ingest.pdf_text``."""
     import pypdf
+    import pypdfium2 as pdfium
 
+    from rag.config import load_config
+
+    engine = load_config(environ={}).ingest.pdf_text
     files = _corpus_pdfs(corpus)
     pages = characters = 0
     window = Window()
     with _TreeRssSampler() as sampler, window.measure():
         for path in files:
-            reader = pypdf.PdfReader(io.BytesIO(path.read_bytes()))
+            data = path.read_bytes()
+            if engine == "pdfium":
+                document = pdfium.PdfDocument(data)
+                for page in document:
+                    characters += len(page.get_textpage().get_text_range())
+                    pages += 1
+                document.close()
+                continue
+            reader = pypdf.PdfReader(io.BytesIO(data))
             if reader.is_encrypted:
                 reader.decrypt("")
             for page in reader.pages:
                 characters += len(page.extract_text())
                 pages += 1
     return {
+        "engine": engine,
         "files": len(files),
         "pages": pages,
         "characters": characters,
@@ -162,6 +175,7 @@ def stage_encode(corpus: Path) -> Result:
     from ingest.chunking import chunk_pages
     from ingest.job import read_file
     from rag.config import load_config
+    from rag.context import indexed_text, page_contexts
     from rag.embedder import SentenceTransformerEmbedder, resolve_model_location
     from rag.store import document_id_for
 
@@ -178,18 +192,21 @@ def stage_encode(corpus: Path) -> Result:
         pages = 0
         preparing = time.perf_counter()
         for path in _corpus_pdfs(corpus):
-            load = read_file(str(path), None, int(config.ingest.max_file_mb * 1e6))
+            load = read_file(str(path), None, int(config.ingest.max_file_mb * 1e6), config.ingest.pdf_text)
             if load.document is None:
                 raise RuntimeError(f"{path}: {load.error}")
-            pages += len(load.document.pages)
+            document = load.document
+            pages += len(document.pages)
+            contexts = page_contexts(config.chunking.context, document.title, str(path), document.pages)
             chunks = chunk_pages(
                 document_id_for(str(path)),
                 load.content_hash,
-                load.document.pages,
+                document.pages,
                 embedder.tokenizer,
                 config.chunking,
+                contexts,
             )
-            texts.extend(chunk.text for chunk in chunks)
+            texts.extend(indexed_text(chunk.context, chunk.text) for chunk in chunks)
         preparation_seconds = time.perf_counter() - preparing
         del embedder  # only its tokenizer was needed; the raw model is loaded below
 

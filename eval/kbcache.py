@@ -44,6 +44,7 @@ def corpus_cache_key(dataset: EvalDataset, config: AppConfig) -> str:
         "layout": _CORPUS_LAYOUT,
         "embedding_model": config.embedding.model,
         "chunking": config.chunking.model_dump(mode="json"),
+        "pdf_text": config.ingest.pdf_text,
         "index": config.index.model_dump(mode="json", include={"kind", "ivf_nlist", "hnsw_m"}),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]

@@ -12,8 +12,8 @@ Cut points prefer, in order: a blank line (paragraph), a line break or a sentenc
 a space between words; never the inside of a word. Chunks never cross pages, so every chunk
 has exactly one page to cite.
 
-A chunk is embedded with its document's header before it (``rag/context.py``); the header's
-tokens come off the chunk's budget, so the two together still fit the model.
+A chunk is embedded with its page's header before it (``rag/context.py``); the header's tokens
+come off the chunk's budget, so the two together still fit the model.
 """
 
 from __future__ import annotations
@@ -42,22 +42,24 @@ def chunk_pages(
     pages: Sequence[Page],
     tokenizer: Tokenizer,
     config: ChunkingConfig,
-    context: str = "",
+    contexts: Sequence[str] | None = None,
 ) -> list[Chunk]:
     """Cut a document's pages into chunks of at most ``min(chunk_tokens, model limit)`` tokens.
 
-    ``context`` is the header the chunks will be indexed with (``rag.context.indexed_text``):
-    the model's limit left for a chunk is what the header does not take, though never less than
-    half of it (headers are short by construction; this only guards a model with a tiny limit).
+    ``contexts`` holds the header each page's chunks will be indexed with (``rag.context.page_contexts``;
+    none: no header), kept on each chunk as ``Chunk.context``. The model's limit left for a chunk
+    is what its header does not take, though never less than half of it (headers are short by
+    construction; this only guards a model with a tiny limit).
     """
-    room = tokenizer.max_tokens
-    if context:
-        header_tokens = len(tokenizer.token_spans(indexed_text(context, "")))
-        room = max(room - header_tokens, room // 2)
-    limit = min(config.chunk_tokens, room)
-    overlap = min(config.overlap_tokens, limit // 2)
+    headers = list(contexts) if contexts is not None else [""] * len(pages)
+    if len(headers) != len(pages):
+        raise ValueError(f"{len(headers)} contexts for {len(pages)} pages")
+    budgets: dict[str, tuple[int, int]] = {}
     chunks: list[Chunk] = []
-    for page in pages:
+    for page, context in zip(pages, headers, strict=True):
+        if context not in budgets:
+            budgets[context] = _budget(tokenizer, config, context)
+        limit, overlap = budgets[context]
         spans = tokenizer.token_spans(page.text)
         for first, last in _token_windows(page.text, spans, limit, overlap):
             start, end = spans[first][0], spans[last - 1][1]
@@ -73,9 +75,20 @@ def chunk_pages(
                     start=start,
                     end=end,
                     token_count=last - first,
+                    context=context,
                 )
             )
     return chunks
+
+
+def _budget(tokenizer: Tokenizer, config: ChunkingConfig, context: str) -> tuple[int, int]:
+    """``(limit, overlap)`` in tokens for the chunks indexed under ``context``."""
+    room = tokenizer.max_tokens
+    if context:
+        header_tokens = len(tokenizer.token_spans(indexed_text(context, "")))
+        room = max(room - header_tokens, room // 2)
+    limit = min(config.chunk_tokens, room)
+    return limit, min(config.overlap_tokens, limit // 2)
 
 
 def _token_windows(text: str, spans: Sequence[tuple[int, int]], limit: int, overlap: int) -> list[tuple[int, int]]:

@@ -32,10 +32,10 @@ from typing import Any
 
 from ingest.chunking import chunk_pages
 from ingest.discovery import discover
-from ingest.loaders import SUPPORTED_EXTENSIONS, loader_for
+from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader, configured_loaders, loader_for
 from ingest.progress import FileEvent, IngestReporter, NullReporter
-from rag.config import AppConfig
-from rag.context import context_for, indexed_text
+from rag.config import AppConfig, PdfTextEngine
+from rag.context import indexed_text, page_contexts
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
 from rag.store import KnowledgeBaseWriter, StoredDocument, document_id_for, utc_now
@@ -90,7 +90,7 @@ class IngestSummary:
         }
 
 
-def read_file(path: str, known_hash: str | None, max_bytes: int) -> FileLoad:
+def read_file(path: str, known_hash: str | None, max_bytes: int, pdf_text: PdfTextEngine = "pdfium") -> FileLoad:
     """Read, hash and (if the content is new) extract one file. Runs in a worker process.
 
     Never raises for a bad file: the error travels back as ``FileLoad.error``, so one bad
@@ -108,7 +108,7 @@ def read_file(path: str, known_hash: str | None, max_bytes: int) -> FileLoad:
     base = FileLoad(path, len(data), stat.st_mtime_ns, content_hash)
     if content_hash == known_hash:
         return replace(base, unchanged=True)
-    loader = loader_for(Path(path))
+    loader = loader_for(Path(path), configured_loaders(pdf_text))
     if loader is None:
         return replace(base, error="unsupported file type")
     try:
@@ -125,7 +125,9 @@ def _quiet_pdf_warnings() -> None:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
-def load_files(todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: int) -> Iterator[FileLoad]:
+def load_files(
+    todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: int, pdf_text: PdfTextEngine = "pdfium"
+) -> Iterator[FileLoad]:
     """Load ``(path, known_hash)`` pairs in order, ``workers`` processes at a time.
 
     At most ``2 * workers + 2`` files are in flight, so memory stays bounded however many
@@ -134,7 +136,7 @@ def load_files(todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: 
     if workers == 0:
         _quiet_pdf_warnings()
         for path, known in todo:
-            yield read_file(path, known, max_bytes)
+            yield read_file(path, known, max_bytes, pdf_text)
         return
     context = multiprocessing.get_context("spawn")  # no fork: the parent holds torch threads
     items = iter(todo)
@@ -143,7 +145,7 @@ def load_files(todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: 
     try:
         while True:
             while len(pending) < 2 * workers + 2 and (item := next(items, None)) is not None:
-                pending.append((*item, pool.submit(read_file, item[0], item[1], max_bytes)))
+                pending.append((*item, pool.submit(read_file, item[0], item[1], max_bytes, pdf_text)))
             if not pending:
                 return
             path, _, future = pending.popleft()
@@ -156,7 +158,7 @@ def load_files(todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: 
                 retry = [(p, known) for p, known, _ in pending]
                 pending.clear()
                 for retry_path, known in retry:
-                    pending.append((retry_path, known, pool.submit(read_file, retry_path, known, max_bytes)))
+                    pending.append((retry_path, known, pool.submit(read_file, retry_path, known, max_bytes, pdf_text)))
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -167,7 +169,6 @@ class _PendingDocument:
     document: Document
     pages: tuple[Page, ...]
     chunks: list[Chunk]
-    context: str
     outcome: str
 
 
@@ -214,15 +215,15 @@ class _Ingestion:
             mtime_ns=load.mtime_ns,
             ingested_at=utc_now(),
         )
-        context = context_for(self.config.chunking.context, document.title, document.source)
+        contexts = page_contexts(self.config.chunking.context, document.title, document.source, loaded.pages)
         chunks = chunk_pages(
-            document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking, context
+            document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking, contexts
         )
         if not chunks:
             self.fail(load.path, "no text to index", load.size_bytes)
             return
         outcome = "updated" if stored else "added"
-        self._batch.append(_PendingDocument(load, document, loaded.pages, chunks, context, outcome))
+        self._batch.append(_PendingDocument(load, document, loaded.pages, chunks, outcome))
         self._batch_chunks += len(chunks)
         if self._batch_chunks >= self.config.ingest.embed_batch_chunks:
             self.flush()
@@ -230,7 +231,7 @@ class _Ingestion:
     def flush(self, *, commit: bool | None = None) -> None:
         """Embed the gathered chunks in one call, store their documents, maybe commit."""
         if self._batch:
-            texts = [indexed_text(pending.context, chunk.text) for pending in self._batch for chunk in pending.chunks]
+            texts = [indexed_text(chunk.context, chunk.text) for pending in self._batch for chunk in pending.chunks]
             vectors = self.embedder.embed_documents(texts)
             offset = 0
             for pending in self._batch:
@@ -262,16 +263,30 @@ class _Ingestion:
         self.reporter.message(f"re-indexing {len(stored)} stored documents with {self.embedder.model_id}")
         for document in stored.values():
             pages = self.writer.stored_pages(document.id)
-            context = context_for(self.config.chunking.context, document.title, document.source)
+            contexts = page_contexts(self.config.chunking.context, document.title, document.source, pages)
             chunks = chunk_pages(
-                document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking, context
+                document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking, contexts
             )
             for start in range(0, len(chunks), self.config.ingest.embed_batch_chunks):
                 part = chunks[start : start + self.config.ingest.embed_batch_chunks]
-                vectors = self.embedder.embed_documents([indexed_text(context, c.text) for c in part])
+                vectors = self.embedder.embed_documents([indexed_text(c.context, c.text) for c in part])
                 self.writer.put_chunks(part, vectors)
         self.writer.commit()
         self._last_commit = time.monotonic()
+
+
+def _pdfs_to_extract_again(
+    writer: KnowledgeBaseWriter, stored: dict[str, StoredDocument], config: AppConfig
+) -> list[str]:
+    """The stored PDFs whose text must be extracted again for ``--reindex``: all of them when the
+    knowledge base was built with another ``ingest.pdf_text`` (re-chunking their stored pages
+    would keep the old extraction), as long as the file is still there to read."""
+    built_with = writer.built_with
+    if built_with is None or built_with.pdf_text == config.ingest.pdf_text:
+        return []
+    return [
+        source for source in stored if Path(source).suffix.lower() in PdfLoader.extensions and Path(source).is_file()
+    ]
 
 
 def run_ingest(
@@ -298,7 +313,13 @@ def run_ingest(
         for missing in found.missing:
             job.fail(missing, "no such file or directory")
         stored = writer.stored_documents()
+        reread: list[str] = []
         if reindex:
+            reread = _pdfs_to_extract_again(writer, stored, config)
+            for source in reread:
+                # Gone in the same transaction as the old chunks: a crash before they are read
+                # again leaves them absent (the next run adds them), never present without chunks.
+                writer.remove_document(stored.pop(source).id)
             job.reindex_stored(stored)
 
         todo: list[tuple[str, str | None]] = []
@@ -315,10 +336,16 @@ def run_ingest(
                 continue
             todo.append((source, known.content_hash if known else None))
             total_bytes += stat.st_size if stat else 0
+        listed = {source for source, _ in todo}
+        for source in reread:
+            if source not in listed:  # outside this run's paths, but its old chunks are gone
+                todo.append((source, None))
+                total_bytes += Path(source).stat().st_size
 
         reporter.start(len(todo), total_bytes)
         try:
-            for load in load_files(todo, config.ingest.workers, int(config.ingest.max_file_mb * 1e6)):
+            max_bytes = int(config.ingest.max_file_mb * 1e6)
+            for load in load_files(todo, config.ingest.workers, max_bytes, config.ingest.pdf_text):
                 known = stored.get(load.path)
                 if load.error is not None:
                     job.fail(load.path, load.error, load.size_bytes)

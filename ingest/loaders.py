@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import charset_normalizer
 import docx
@@ -28,7 +28,9 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 from pypdf import PasswordType
 
+from rag.config import PdfTextEngine
 from rag.errors import DocumentLoadError
+from rag.pdfium import PDFIUM_LOCK
 from rag.types import LoadedDocument, Page
 
 logger = logging.getLogger(__name__)
@@ -141,7 +143,17 @@ _LEADING_JUNK = b" \t\r\n\f\x00" + codecs.BOM_UTF8
 
 
 class PdfLoader:
-    """PDF via pypdf, one Page per physical page (numbers from 1).
+    """PDF, one Page per physical page (numbers from 1).
+
+    pypdf opens and checks the file (damage, encryption, page labels, title); the page text comes
+    from ``text_engine``:
+
+    - ``"pdfium"`` (the default): PDFium's text, in which a table's row keeps its label and its
+      numbers on one line ("Purchases of property, plant and equipment (1,577) (1,373)") and
+      words keep their letters. pypdf's text puts each cell of a financial statement on a line
+      of its own between blank lines, so a passage of a statement is numbers without their
+      labels; PDFium's is also about 15 times faster on SEC filings (README, Retrieval).
+    - ``"pypdf"``: pypdf's text, as knowledge bases built before the setting had it.
 
     ``Page.label`` is set only when the PDF defines page labels. PDFs encrypted with an
     empty user password (common for SEC filings) load like any other.
@@ -149,6 +161,9 @@ class PdfLoader:
 
     mime_type: str = "application/pdf"
     extensions: tuple[str, ...] = (".pdf",)
+
+    def __init__(self, text_engine: PdfTextEngine = "pdfium") -> None:
+        self.text_engine: PdfTextEngine = text_engine
 
     def load(self, path: Path, data: bytes) -> LoadedDocument:
         """Load every page's text; raise DocumentLoadError for a bad or textless PDF."""
@@ -163,10 +178,56 @@ class PdfLoader:
         if page_count == 0:
             raise DocumentLoadError(path, "damaged PDF: it has no pages")
         labels = _page_labels(path, reader, page_count)
-        pages = tuple(Page(i + 1, _page_text(path, reader, i), labels[i]) for i in range(page_count))
+        texts = _pdfium_texts(path, data, page_count) if self.text_engine == "pdfium" else None
+        if texts is None:
+            texts = [_page_text(path, reader, i) for i in range(page_count)]
+        pages = tuple(Page(i + 1, texts[i], labels[i]) for i in range(page_count))
         if not any(page.text.strip() for page in pages):
             raise DocumentLoadError(path, NO_PDF_TEXT)
         return LoadedDocument(_pdf_title(reader, path), self.mime_type, pages)
+
+
+def _pdfium_texts(path: Path, data: bytes, page_count: int) -> list[str] | None:
+    """Every page's text by PDFium, or None when PDFium cannot open a file pypdf could (the
+    caller then uses pypdf's text). A page that fails to extract is empty rather than fatal."""
+    import pypdfium2 as pdfium
+
+    with PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            logger.warning("%s: PDFium cannot open it (%s); using pypdf's text", path, exc)
+            return None
+        try:
+            if len(pdf) != page_count:
+                logger.warning("%s: PDFium sees %d pages, pypdf %d; using pypdf's text", path, len(pdf), page_count)
+                return None
+            return [_pdfium_page_text(path, pdf, i) for i in range(page_count)]
+        finally:
+            pdf.close()
+
+
+def _pdfium_page_text(path: Path, pdf: Any, index: int) -> str:
+    try:
+        page = pdf[index]
+        try:
+            text_page = page.get_textpage()
+            try:
+                text: str = text_page.get_text_range()
+            finally:
+                text_page.close()
+        finally:
+            page.close()
+    except Exception as exc:  # noqa: BLE001 - one bad page must not lose the whole document
+        logger.warning("%s: page %d: text extraction failed: %s", path, index + 1, exc)
+        return ""
+    # PDFium writes U+FFFE for a hyphen it takes for a line-end hyphenation ("forward\ufffelooking"
+    # in SEC filings, where the hyphen is the word's own) and keeps no-break spaces, which
+    # statements use to align columns; both become what a reader sees, one character for one.
+    return normalise_text(text).translate(_PDFIUM_CHARACTERS)
+
+
+_PDFIUM_CHARACTERS = str.maketrans({"\ufffe": "-", "\xa0": " "})
 
 
 def _open_pdf(path: Path, data: bytes) -> pypdf.PdfReader:
@@ -409,13 +470,13 @@ def _docx_title(document: DocxDocument) -> str | None:
 
 # --- registry -------------------------------------------------------------------------
 
-DEFAULT_LOADERS: tuple[Loader, ...] = (
-    PdfLoader(),
-    TextLoader(),
-    MarkdownLoader(),
-    HtmlLoader(),
-    DocxLoader(),
-)
+
+def configured_loaders(pdf_text: PdfTextEngine) -> tuple[Loader, ...]:
+    """One loader per supported type, PDFs' text extracted by ``pdf_text`` (``ingest.pdf_text``)."""
+    return (PdfLoader(pdf_text), TextLoader(), MarkdownLoader(), HtmlLoader(), DocxLoader())
+
+
+DEFAULT_LOADERS: tuple[Loader, ...] = configured_loaders("pdfium")
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(ext for loader in DEFAULT_LOADERS for ext in loader.extensions)
 

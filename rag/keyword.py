@@ -1,7 +1,9 @@
 """Keyword search (BM25, by bm25s) over the chunks of a knowledge base, keyed by chunk id.
 
 Text is lower-cased, split into words, stripped of English stop words and stemmed (Snowball,
-via PyStemmer), the usual BM25 set-up of the BEIR baselines. bm25s builds a sparse index that
+via PyStemmer), the usual BM25 set-up of the BEIR baselines. A word of letters and digits also
+counts as its parts ("FY2023" is "fy2023", "fy" and "2023"), so a question about "FY2023" finds
+the filing and the statement column that say "2023", and "2023Q2" still matches itself. bm25s builds a sparse index that
 is not updated in place; the store rebuilds it from the chunk table when a run ends (see
 ``rag/store.py``), which costs little beside embedding the same chunks.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +25,11 @@ import Stemmer
 Ids = npt.NDArray[np.int64]
 _IDS_FILE = "chunk_ids.npy"
 _META_FILE = "keyword.json"
+# The version of what _tokenize makes of a text, recorded beside the index: an index written
+# with another one is rebuilt rather than searched with tokens it does not hold.
+TOKENIZATION = 2
+_MIXED = re.compile(r"\b(?=\w*[^\W\d_])(?=\w*\d)\w+\b")
+_LETTERS_DIGITS = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
 
 
 def _bm25s() -> Any:
@@ -41,8 +49,19 @@ def _bm25s() -> Any:
     return bm25s
 
 
+def split_mixed_words(text: str) -> str:
+    """``text`` with each word of letters and digits followed by its parts: "FY2023" -> "FY2023 FY 2023"."""
+    return _MIXED.sub(lambda word: f"{word[0]} {_LETTERS_DIGITS.sub(' ', word[0])}", text)
+
+
 def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
-    tokens = _bm25s().tokenize(list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+    tokens = _bm25s().tokenize(
+        [split_mixed_words(text) for text in texts],
+        stopwords="en",
+        stemmer=stemmer,
+        return_ids=False,
+        show_progress=False,
+    )
     return [list(words) for words in tokens]
 
 
@@ -64,8 +83,21 @@ class Bm25Index:
             bm25.index(_tokenize(texts, Stemmer.Stemmer("english")), show_progress=False)
         return cls(bm25, np.asarray(chunk_ids, dtype=np.int64))
 
+    @staticmethod
+    def is_current(directory: Path) -> bool:
+        """Whether ``directory`` holds an index written with this version's tokenization."""
+        try:
+            return json.loads((directory / _META_FILE).read_text()).get("tokenization", 1) == TOKENIZATION
+        except (OSError, ValueError):
+            return False
+
     @classmethod
     def read(cls, directory: Path) -> Bm25Index:
+        """The index written in ``directory``. Raises ValueError for one written with another
+        tokenization (the caller rebuilds it from the chunks)."""
+        meta = json.loads((directory / _META_FILE).read_text())
+        if meta.get("tokenization", 1) != TOKENIZATION:
+            raise ValueError(f"keyword index {directory} has tokenization {meta.get('tokenization', 1)}")
         ids = np.load(directory / _IDS_FILE)
         if len(ids) == 0:
             return cls(_bm25s().BM25(), ids)
@@ -77,7 +109,8 @@ class Bm25Index:
         if len(self._ids):
             self._bm25.save(str(directory), show_progress=False)
         np.save(directory / _IDS_FILE, self._ids)
-        (directory / _META_FILE).write_text(json.dumps({"chunks": len(self._ids), "stemmer": "english"}))
+        meta = {"chunks": len(self._ids), "stemmer": "english", "tokenization": TOKENIZATION}
+        (directory / _META_FILE).write_text(json.dumps(meta))
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from rag.config import ChunkContext, ChunkingConfig
+from rag.config import AppConfig, ChunkContext, PdfTextEngine
 from rag.errors import ManifestMismatchError
 
 FORMAT_VERSION = 1
@@ -30,6 +30,8 @@ class Manifest(BaseModel):
     overlap_tokens: int
     # Knowledge bases from before the setting existed indexed chunks alone.
     chunk_context: ChunkContext = "none"
+    # ... and extracted PDF text with pypdf.
+    pdf_text: PdfTextEngine = "pypdf"
     index_kind: str
     index_structure: str
     generation: int = 0
@@ -43,18 +45,36 @@ class Manifest(BaseModel):
             raise ManifestMismatchError(
                 f"knowledge base {directory} was built with embedding model "
                 f"{self.embedding_model!r}, but the configuration asks for {model_id!r}. "
-                f"Re-index it with `rag ingest --reindex --kb {directory}`, or set "
+                f"Re-index it with `rag ingest PATH --reindex --kb {directory}`, or set "
                 f"embedding.model back to {self.embedding_model!r}."
             )
 
-    def check_chunking(self, chunking: ChunkingConfig, directory: Path) -> None:
-        built = (self.chunk_tokens, self.overlap_tokens, self.chunk_context)
-        wanted = (chunking.chunk_tokens, chunking.overlap_tokens, chunking.context)
+    def check_indexing(self, config: AppConfig, directory: Path) -> None:
+        """Refuse to add to a knowledge base whose chunks were made another way: one knowledge base
+        must not hold passages extracted, cut or indexed two ways, which would rank unevenly."""
+        built = indexing_settings(self)
+        wanted = {
+            "chunk_tokens": config.chunking.chunk_tokens,
+            "overlap_tokens": config.chunking.overlap_tokens,
+            "context": config.chunking.context,
+            "pdf_text": config.ingest.pdf_text,
+        }
         if built != wanted:
-            raise ManifestMismatchError(
-                f"knowledge base {directory} was chunked with chunk_tokens={built[0]}, "
-                f"overlap_tokens={built[1]}, context={built[2]!r}, but the configuration asks for "
-                f"chunk_tokens={wanted[0]}, overlap_tokens={wanted[1]}, context={wanted[2]!r}. "
-                f"Re-index it with `rag ingest --reindex --kb {directory}` so every document is "
-                "chunked and indexed alike."
+            differ = ", ".join(
+                f"{key}={built[key]!r} (configured: {wanted[key]!r})" for key in built if built[key] != wanted[key]
             )
+            raise ManifestMismatchError(
+                f"knowledge base {directory} was built with {differ}. Re-index it with "
+                f"`rag ingest PATH --reindex --kb {directory}` so every document is extracted, chunked and "
+                "indexed alike, or set those values back."
+            )
+
+
+def indexing_settings(manifest: Manifest) -> dict[str, object]:
+    """The settings that decide what a chunk's text and indexed text are, as the manifest records them."""
+    return {
+        "chunk_tokens": manifest.chunk_tokens,
+        "overlap_tokens": manifest.overlap_tokens,
+        "context": manifest.chunk_context,
+        "pdf_text": manifest.pdf_text,
+    }

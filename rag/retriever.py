@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from rag.config import AppConfig, RetrievalConfig
+from rag.config import AppConfig, PageScoring, RetrievalConfig
 from rag.embedder import Embedder
 from rag.errors import ModelLoadError, first_line
 from rag.index import FaissIndex
@@ -128,6 +128,59 @@ class HybridRetriever:
         ]
 
 
+PageKey = tuple[str, int | None]
+
+
+def page_scores(hits: Sequence[ScoredChunk], scoring: PageScoring) -> dict[PageKey, float]:
+    """Each page's score from its chunks among ``hits``: the best chunk's (``max``) or the sum
+    of its chunks' (``sum``). A page is ``(document id, page number)``; a file without pages
+    (text, HTML, DOCX) is one page."""
+    scores: dict[PageKey, float] = {}
+    for hit in hits:
+        key = (hit.chunk.document_id, hit.chunk.page)
+        if key not in scores:
+            scores[key] = hit.score
+        elif scoring == "sum":
+            scores[key] += hit.score
+        else:
+            scores[key] = max(scores[key], hit.score)
+    return scores
+
+
+def rank_by_page(hits: Sequence[ScoredChunk], scoring: PageScoring) -> list[ScoredChunk]:
+    """``hits`` page by page: pages by :func:`page_scores`, best first (ties keep the order of
+    the pages' first hits), and each page's chunks in their own order. The chunks keep their scores."""
+    scores = page_scores(hits, scoring)
+    first_seen = {
+        key: position for position, key in enumerate(dict.fromkeys((h.chunk.document_id, h.chunk.page) for h in hits))
+    }
+    return sorted(
+        hits,
+        key=lambda h: (-scores[(h.chunk.document_id, h.chunk.page)], first_seen[(h.chunk.document_id, h.chunk.page)]),
+    )
+
+
+class PageRanker:
+    """Ranks the pages of another retriever's passages, and returns passages page by page.
+
+    A citation, a gold label and what the user checks is a page, but chunks compete alone: a
+    statement page cut into three chunks that each match part of the question loses to a page
+    with one chunk that matches all of it. The inner retriever's ``candidates`` best chunks are
+    grouped by page, the pages ranked by ``retrieval.page_scoring`` and the first ``k`` chunks
+    of that order returned, so the prompt gets the best pages' passages together.
+    """
+
+    def __init__(self, inner: Retriever, scoring: PageScoring, candidates: int) -> None:
+        self._inner, self._scoring, self._candidates = inner, scoring, candidates
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
+        rankings = retrieve_many(self._inner, queries, max(k, self._candidates))
+        return [rank_by_page(hits, self._scoring)[:k] for hits in rankings]
+
+
 class CrossEncoderScorer:
     """A cross-encoder that scores ``(query, passage)`` pairs. ``load()`` first.
 
@@ -194,16 +247,18 @@ class CrossEncoderReranker:
 def assemble_retriever(
     retrieval: RetrievalConfig, kb: KnowledgeBase, embedder: Embedder, dense_index: FaissIndex, keyword_index: Bm25Index
 ) -> Retriever:
-    """The dense, keyword or hybrid retriever ``retrieval.mode`` asks for, over indexes already
-    loaded (cheap: callers that keep the indexes, like the web page, build one per question).
-    The reranker is not included; wrap the result in a :class:`CrossEncoderReranker`."""
+    """The dense, keyword or hybrid retriever ``retrieval.mode`` asks for, ranking pages as
+    ``retrieval.page_scoring`` says, over indexes already loaded (cheap: callers that keep the
+    indexes, like the web page, build one per question). The reranker is not included; wrap the
+    result in a :class:`CrossEncoderReranker`."""
     dense = DenseRetriever(kb, dense_index, embedder)
     keyword = KeywordRetriever(kb, keyword_index)
-    if retrieval.mode == "dense":
-        return dense
-    if retrieval.mode == "keyword":
-        return keyword
-    return HybridRetriever(dense, keyword, retrieval)
+    chosen: Retriever = {"dense": dense, "keyword": keyword}.get(retrieval.mode) or HybridRetriever(
+        dense, keyword, retrieval
+    )
+    if retrieval.page_scoring == "none":
+        return chosen
+    return PageRanker(chosen, retrieval.page_scoring, retrieval.candidates)
 
 
 def build_retriever(config: AppConfig, kb: KnowledgeBase, embedder: Embedder) -> Retriever:

@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
     token_count INTEGER NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    context TEXT
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (document_id);
 CREATE TABLE IF NOT EXISTS runs (
@@ -316,7 +317,7 @@ class KnowledgeBase:
                 return
         raise KnowledgeBaseError(
             f"knowledge base {self.directory} has no readable index file for its current generation; "
-            f"rebuild it with `rag ingest --reindex --kb {self.directory}`"
+            f"rebuild it with `rag ingest PATH --reindex --kb {self.directory}`"
         )
 
     def chunks(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, str]]:
@@ -442,6 +443,8 @@ class KnowledgeBaseWriter:
         self._db = connection
         self._lock = lock
         self.manifest = manifest
+        # The manifest as it was before this writer opened (None: a new knowledge base).
+        self.built_with: Manifest | None = None
         self.index = index
         self._dirty = False
         self._index_changed = False
@@ -466,10 +469,11 @@ class KnowledgeBaseWriter:
         try:
             connection = _connect(directory, read_only=False)
             connection.executescript(_SCHEMA)
+            _add_missing_columns(connection)
             stored = _read_manifest(connection, directory)
             if stored is not None and not reindex:
                 stored.check_embedding(config.embedding.model, directory)
-                stored.check_chunking(config.chunking, directory)
+                stored.check_indexing(config, directory)
             if stored is not None and stored.format_version != FORMAT_VERSION:
                 raise KnowledgeBaseError(
                     f"knowledge base {directory} has format {stored.format_version}; this version "
@@ -489,13 +493,15 @@ class KnowledgeBaseWriter:
                 chunk_tokens=config.chunking.chunk_tokens,
                 overlap_tokens=config.chunking.overlap_tokens,
                 chunk_context=config.chunking.context,
+                pdf_text=config.ingest.pdf_text,
                 index_kind=config.index.kind,
                 index_structure=index.structure,
                 generation=generation,
-                keyword_generation=stored.keyword_generation if stored is not None and not reindex else -1,
+                keyword_generation=_current_keyword_generation(directory, stored, reindex),
             )
             connection.execute("BEGIN IMMEDIATE")
             writer = cls(directory, connection, lock, manifest, index)
+            writer.built_with = stored
             if reindex:
                 connection.execute("DELETE FROM chunks")
                 writer._dirty = writer._index_changed = True
@@ -584,10 +590,10 @@ class KnowledgeBaseWriter:
     def put_chunks(self, chunks: Sequence[Chunk], vectors: Vectors) -> None:
         """Add chunks of stored documents with their vectors (used as is by re-indexing)."""
         self._db.executemany(
-            "INSERT INTO chunks (id, document_id, ordinal, page, page_label, start, end, token_count, text) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO chunks (id, document_id, ordinal, page, page_label, start, end, token_count, text, context) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (c.id, c.document_id, c.ordinal, c.page, c.page_label, c.start, c.end, c.token_count, c.text)
+                (c.id, c.document_id, c.ordinal, c.page, c.page_label, c.start, c.end, c.token_count, c.text, c.context)
                 for c in chunks
             ],
         )
@@ -664,15 +670,36 @@ class KnowledgeBaseWriter:
         temporary.rename(target)
 
 
+def _current_keyword_generation(directory: Path, stored: Manifest | None, reindex: bool) -> int:
+    """The stored keyword generation, or -1 (rebuild it at the run's end) for a new or re-indexed
+    knowledge base, or one whose BM25 index was written with an earlier tokenization."""
+    if stored is None or reindex:
+        return -1
+    if not Bm25Index.is_current(directory / keyword_dir_name(stored.keyword_generation)):
+        return -1
+    return stored.keyword_generation
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a knowledge base written by an earlier version up to this schema (columns only added)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(chunks)")}
+    if "context" not in columns:  # before page headers: the header was the document's, not stored
+        db.execute("ALTER TABLE chunks ADD COLUMN context TEXT")
+
+
 def _build_keyword_index(db: sqlite3.Connection, manifest: Manifest) -> Bm25Index:
-    """BM25 over every chunk as it was embedded: with its document's header when the manifest says so."""
-    # One header per document, not per chunk: a filing has hundreds of chunks and one name.
+    """BM25 over every chunk as it was embedded: with the header it was embedded with."""
+    # Chunks stored before headers were kept per chunk (context NULL) were embedded with their
+    # document's header, when the manifest says so: one per document, not per chunk.
     headers = {
         document_id: context_for(manifest.chunk_context, title, source)
         for document_id, title, source in db.execute("SELECT id, title, source FROM documents")
     }
-    rows = db.execute("SELECT id, document_id, text FROM chunks ORDER BY id").fetchall()
-    texts = [indexed_text(headers[document_id], text) for _, document_id, text in rows]
+    rows = db.execute("SELECT id, document_id, text, context FROM chunks ORDER BY id").fetchall()
+    texts = [
+        indexed_text(headers[document_id] if context is None else context, text)
+        for _, document_id, text, context in rows
+    ]
     return Bm25Index.build([row[0] for row in rows], texts)
 
 

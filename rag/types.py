@@ -7,7 +7,7 @@ hashable, and impossible to change behind a stage's back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 CitationOrigin = Literal["model", "attributed"]
 
@@ -62,7 +62,9 @@ class Chunk:
     ``text`` is exactly ``page_text[start:end]`` of the page it came from, so a citation can
     highlight the very words. ``id`` is a positive int64 derived from the document id, its
     content hash and the chunk's position: the same content gives the same ids on every run,
-    and it doubles as the chunk's FAISS id.
+    and it doubles as the chunk's FAISS id. ``context`` is the header it is embedded and
+    keyword-indexed with (``rag/context.py``), never shown or cited; the store keeps it for
+    rebuilding BM25 and does not read it back (chunks read from a knowledge base have "").
     """
 
     id: int
@@ -74,7 +76,7 @@ class Chunk:
     start: int
     end: int
     token_count: int
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    context: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,3 +143,25 @@ def make_binary_txt(path: Path | str) -> Path:
     data[10:20] = bytes(10)  # make sure NULs are there whatever the seed gives
     path.write_bytes(bytes(data))
     return path
+
+
+def make_statement_pdf(
+    path: Path | str, heading: Sequence[str], columns: Sequence[str], rows: Sequence[Sequence[str]]
+) -> Path:
+    """A one-page financial statement as filings draw it: ``heading`` lines, then a table whose
+    header row is ``columns`` (the years, right of the label column) and whose ``rows`` are a
+    label and one number per column, every cell placed on its own at its column's position."""
+    path = _prepare(path)
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=10)
+    pdf.add_page()
+    for line in heading:
+        pdf.cell(0, 6, line, new_x="LMARGIN", new_y="NEXT")
+    y = pdf.get_y() + 4
+    for row in [("", *columns), *rows]:
+        for position, text in enumerate(row):
+            pdf.set_xy(15 if position == 0 else 110 + 35 * (position - 1), y)
+            pdf.cell(90 if position == 0 else 30, 6, text, align="L" if position == 0 else "R")
+        y += 6
+    path.write_bytes(bytes(pdf.output()))
+    return path

@@ -248,4 +248,4 @@ def test_model_mismatch_tells_how_to_reindex(corpus: Path, tmp_path: Path, real_
     run_ingest([corpus / "notes.txt"], config, real_embedder)
     result = rag("search", "lyon", "--kb", str(config.kb_dir), "--set", "embedding.model=intfloat/e5-small-v2")
     assert result.returncode == 1
-    assert "rag ingest --reindex" in result.stderr and "Traceback" not in result.stderr
+    assert "rag ingest PATH --reindex" in result.stderr and "Traceback" not in result.stderr

@@ -6,16 +6,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pypdf import PdfWriter
 
 from ingest.chunking import chunk_pages
 from ingest.job import run_ingest
 from rag.config import ChunkingConfig
-from rag.context import MAX_CONTEXT_CHARS, document_context, indexed_text
+from rag.context import (
+    MAX_CONTEXT_CHARS,
+    MAX_HEADING_CHARS,
+    document_context,
+    indexed_text,
+    page_contexts,
+    page_heading,
+    running_lines,
+)
 from rag.errors import ManifestMismatchError
 from rag.manifest import Manifest
+from rag.retriever import build_retriever
 from rag.store import KnowledgeBase
 from rag.types import Page
 from tests.fakes import FakeEmbedder, FakeTokenizer
+from tests.filefactory import make_pdf, make_statement_pdf
 
 
 @pytest.mark.parametrize(
@@ -48,7 +59,7 @@ def test_the_header_comes_off_the_chunk_budget() -> None:
     tokenizer = FakeTokenizer(max_tokens=40)
     page = Page(1, " ".join(f"word{n}." for n in range(300)))
     header = "ACME CORPORATION 2017 ANNUAL REPORT 10K"
-    chunks = chunk_pages("d", "h", [page], tokenizer, ChunkingConfig(chunk_tokens=200, overlap_tokens=4), header)
+    chunks = chunk_pages("d", "h", [page], tokenizer, ChunkingConfig(chunk_tokens=200, overlap_tokens=4), [header])
     assert len(chunks) > 5
     for chunk in chunks:
         assert page.text[chunk.start : chunk.end] == chunk.text  # the stored text is the page's own
@@ -111,3 +122,92 @@ def test_a_manifest_from_before_the_setting_reads_as_chunks_alone() -> None:
         ' "overlap_tokens": 32, "index_kind": "flat", "index_structure": "IDMap,Flat"}'
     )
     assert Manifest.model_validate_json(written_before).chunk_context == "none"
+
+
+def test_running_lines_are_those_printed_on_many_pages() -> None:
+    pages = [Page(n, f"Table of Contents\nACME Corp\nSection {n} text about item {n}.\n{n}") for n in range(1, 11)]
+    assert running_lines(pages) == {"Table of Contents", "ACME Corp"}
+    # three pages are too few to tell a running header from a heading
+    assert running_lines(pages[:2]) == set()
+
+
+def test_page_heading_skips_running_lines_and_lines_without_words() -> None:
+    text = (
+        "Table of Contents\n  42 \nACME Corp and Subsidiaries\nConsolidated Statements  of Cash Flows\n"
+        "(Millions) 2023 2022\nNet income 5,363 4,869"
+    )
+    heading = page_heading(text, {"Table of Contents"})
+    assert heading == "ACME Corp and Subsidiaries Consolidated Statements of Cash Flows"
+    assert page_heading("12\n\n$ 5\n", set()) == ""
+    assert len(page_heading("word " * 100, set())) <= MAX_HEADING_CHARS
+
+
+def test_page_contexts_add_the_heading_for_paged_files_only() -> None:
+    pages = [
+        Page(1, "ACME Corp and Subsidiaries\nConsolidated Balance Sheets\nCash 10"),
+        Page(2, "ACME Corp and Subsidiaries\nNotes to the statements\nNote 1"),
+    ]
+    assert page_contexts("page", "", "/kb/ACME_2023_10K.pdf", pages) == [
+        "ACME 2023 10K - ACME Corp and Subsidiaries Consolidated Balance Sheets",
+        "ACME 2023 10K - ACME Corp and Subsidiaries Notes to the statements",
+    ]
+    assert page_contexts("document", "", "/kb/ACME_2023_10K.pdf", pages) == ["ACME 2023 10K"] * 2
+    assert page_contexts("none", "", "/kb/ACME_2023_10K.pdf", pages) == ["", ""]
+    # a file without pages keeps the document's header: its first line is already its title
+    assert page_contexts("page", "Handbook", "/kb/handbook.md", [Page(None, "# Handbook\nLeave")]) == ["handbook"]
+
+
+def test_each_page_header_comes_off_its_own_chunks_budget() -> None:
+    tokenizer = FakeTokenizer(max_tokens=40)
+    pages = [Page(1, " ".join(f"word{n}." for n in range(100))), Page(2, " ".join(f"item{n}." for n in range(100)))]
+    headers = ["ACME 2017 10K", "ACME 2017 10K - ACME Corp Consolidated Statements of Cash Flows and more words"]
+    chunks = chunk_pages("d", "h", pages, tokenizer, ChunkingConfig(chunk_tokens=200, overlap_tokens=4), headers)
+    assert {chunk.context for chunk in chunks if chunk.page == 2} == {headers[1]}
+    for chunk in chunks:
+        assert len(tokenizer.token_spans(indexed_text(chunk.context, chunk.text))) <= 40
+    with pytest.raises(ValueError, match="1 contexts for 2 pages"):
+        chunk_pages("d", "h", pages, tokenizer, ChunkingConfig(), headers[:1])
+
+
+_YEARS = {
+    "2022": [("Net income", "4,100", "3,900"), ("Purchases of property, plant and equipment", "(1,210)", "(1,150)")],
+    "2023": [("Net income", "5,363", "4,100"), ("Purchases of property, plant and equipment", "(1,577)", "(1,210)")],
+}
+
+
+def _filings(folder: Path) -> dict[str, Path]:
+    """Two 10-Ks of one company, a year apart, each a narrative page, then a cash flow statement."""
+    paths = {}
+    for year, rows in _YEARS.items():
+        path = folder / f"ACME_{year}_10K.pdf"
+        make_statement_pdf(
+            path,
+            ["ACME Corp and Subsidiaries", "Consolidated Statements of Cash Flows"],
+            [year, str(int(year) - 1)],
+            rows,
+        )
+        narrative = make_pdf(folder / "narrative.pdf", [f"ACME Corp annual report {year}. Our robots sold well."])
+        writer = PdfWriter()
+        writer.append(str(narrative))
+        writer.append(str(path))
+        with path.open("wb") as handle:
+            writer.write(handle)
+        narrative.unlink()
+        paths[year] = path
+    return paths
+
+
+def test_the_statement_page_of_the_year_asked_comes_first(tmp_path: Path, make_config: Any) -> None:
+    folder = tmp_path / "filings"
+    paths = _filings(folder)
+    config = make_config(ingest__workers=0, chunking__context="page", retrieval__mode="keyword")
+    embedder = FakeEmbedder()
+    run_ingest([folder], config, embedder)
+    assert any(
+        "ACME 2023 10K - ACME Corp and Subsidiaries Consolidated Statements of Cash Flows\n\n" in text
+        for text in embedder.embedded_documents
+    )
+    with KnowledgeBase.open(config.kb_dir, config) as kb:
+        retriever = build_retriever(config, kb, embedder)
+        hits = retriever.retrieve("Using the cash flow statement, what were ACME's FY2023 capital expenditures?", 3)
+    assert (hits[0].source, hits[0].chunk.page) == (str(paths["2023"]), 2)

@@ -10,10 +10,12 @@ import pytest
 
 from ingest.discovery import discover
 from ingest.job import IngestSummary, run_ingest
-from ingest.loaders import SUPPORTED_EXTENSIONS
+from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader
 from ingest.progress import FileEvent
+from rag.errors import ManifestMismatchError
 from rag.store import KnowledgeBase
 from tests.fakes import FakeEmbedder
+from tests.filefactory import make_statement_pdf
 
 
 class RecordingReporter:
@@ -177,3 +179,34 @@ def test_discovery_skips_hidden_counts_unsupported_and_excludes_the_kb(docs: Pat
     assert [p.name for p in found.files] == ["a.txt", "b.md"]
     assert [p.name for p in found.unsupported] == ["notes.xyz"]
     assert discover([docs / ".hidden.txt"], SUPPORTED_EXTENSIONS).files == [docs / ".hidden.txt"]
+
+
+def test_changing_pdf_text_needs_a_reindex_that_extracts_the_pdfs_again(tmp_path: Path, make_config: Any) -> None:
+    folder = tmp_path / "filings"
+    statement = make_statement_pdf(
+        folder / "ACME_2023_10K.pdf", ["Consolidated Statements of Cash Flows"], ["2023"], [("Net income", "5,363")]
+    )
+    (folder / "notes.txt").write_text("Meeting notes about the garden.")
+    with_pypdf = make_config(ingest__workers=0, ingest__pdf_text="pypdf")
+    run_ingest([folder], with_pypdf, FakeEmbedder())
+    with_pdfium = make_config(ingest__workers=0)
+    with pytest.raises(ManifestMismatchError, match=r"pdf_text='pypdf' \(configured: 'pdfium'\).*--reindex"):
+        run_ingest([folder], with_pdfium, FakeEmbedder())
+    extracted = []
+
+    def loader_spy(self: PdfLoader, path: Path, data: bytes) -> Any:
+        extracted.append((self.text_engine, path.name))
+        return original(self, path, data)
+
+    original = PdfLoader.load
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PdfLoader, "load", loader_spy)
+        # the PDF is read again even from a run given other paths; the text file is re-chunked
+        summary = run_ingest([folder / "notes.txt"], with_pdfium, FakeEmbedder(), reindex=True)
+    assert extracted == [("pdfium", statement.name)]
+    assert summary.failed == [] and (summary.added, summary.documents) == (1, 2)
+    with KnowledgeBase.open(with_pdfium.kb_dir, with_pdfium) as kb:
+        assert kb.manifest.pdf_text == "pdfium"
+        assert kb.consistency_problems(with_pdfium) == []
+        texts = {Path(source).name: chunk.text for chunk, source in kb.all_chunks()}
+    assert "Net income 5,363" in texts[statement.name]

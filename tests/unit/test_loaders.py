@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 import pypdf
+import pypdfium2 as pdfium
 import pytest
 
 from ingest.loaders import (
@@ -26,6 +27,7 @@ from tests.filefactory import (
     make_docx,
     make_fake_pdf,
     make_pdf,
+    make_statement_pdf,
     make_truncated_pdf,
 )
 
@@ -186,9 +188,69 @@ def test_pdf_page_that_fails_to_extract_is_empty(
         return text
 
     monkeypatch.setattr(pypdf.PageObject, "extract_text", flaky)
+    pages = PdfLoader("pypdf").load(path, path.read_bytes()).pages
+    assert [p.text.strip() for p in pages] == ["Good page.", "", "Good again."]
+    assert "page 2" in caplog.text
+
+
+def test_pdfium_page_that_fails_to_extract_is_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_pdf(tmp_path / "flaky.pdf", ["Good page.", "Bad page.", "Good again."])
+    original = pdfium.PdfTextPage.get_text_range
+
+    def flaky(self: pdfium.PdfTextPage, *args: object, **kwargs: object) -> str:
+        text: str = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        if "Bad" in text:
+            raise pdfium.PdfiumError("broken text page")
+        return text
+
+    monkeypatch.setattr(pdfium.PdfTextPage, "get_text_range", flaky)
     pages = load(path).pages
     assert [p.text.strip() for p in pages] == ["Good page.", "", "Good again."]
     assert "page 2" in caplog.text
+
+
+def test_statement_rows_keep_label_and_numbers_on_one_line(tmp_path: Path) -> None:
+    path = make_statement_pdf(
+        tmp_path / "statement.pdf",
+        ["Northwind Robotics GmbH", "Consolidated Statements of Cash Flows"],
+        ["2023", "2022"],
+        [("Net income", "5,363", "4,869"), ("Purchases of property, plant and equipment", "(1,577)", "(1,373)")],
+    )
+    lines = load(path).pages[0].text.splitlines()
+    assert "Consolidated Statements of Cash Flows" in lines
+    assert "2023 2022" in lines  # the column headers stay above their columns, in order
+    assert "Purchases of property, plant and equipment (1,577) (1,373)" in lines
+
+
+def test_pdfium_marks_become_the_characters_a_reader_sees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_pdf(tmp_path / "marks.pdf", ["Some text."])
+    monkeypatch.setattr(pdfium.PdfTextPage, "get_text_range", lambda *_, **__: "forward\ufffelooking\xa0$\xa05,363\r\n")
+    text = load(path).pages[0].text
+    assert text == "forward-looking $ 5,363\n"
+
+
+def test_pdf_pdfium_cannot_open_falls_back_to_pypdf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_pdf(tmp_path / "odd.pdf", ["Readable by pypdf."])
+
+    def refuse(*_: object, **__: object) -> None:
+        raise pdfium.PdfiumError("Failed to load document (PDFium: Data format error).")
+
+    monkeypatch.setattr(pdfium, "PdfDocument", refuse)
+    assert load(path).pages[0].text.strip() == "Readable by pypdf."
+    assert "PDFium cannot open it" in caplog.text
+
+
+def test_pdf_text_engines_agree_on_plain_text(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "plain.pdf", ["The quick brown fox.", "Jumps over the lazy dog."])
+    texts = {
+        engine: [page.text.strip() for page in PdfLoader(engine).load(path, path.read_bytes()).pages]
+        for engine in ("pdfium", "pypdf")
+    }
+    assert texts["pdfium"] == texts["pypdf"] == ["The quick brown fox.", "Jumps over the lazy dog."]
 
 
 def test_pdf_text_is_normalised(tmp_path: Path) -> None:

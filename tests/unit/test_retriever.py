@@ -12,7 +12,11 @@ from rag.retriever import (
     CrossEncoderReranker,
     CrossEncoderScorer,
     HybridRetriever,
+    PageRanker,
+    assemble_retriever,
     build_retriever,
+    page_scores,
+    rank_by_page,
     reciprocal_rank_fusion,
     retrieve_many,
 )
@@ -132,3 +136,62 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
         assert all(hit.retrievers[-1] == "rerank" for hits in batched for hit in hits)
     fixed = FixedRetriever([_hit(1, "dense"), _hit(2, "dense")])
     assert retrieve_many(fixed, ["x", "y"], 1) == [[fixed.ranking[0]], [fixed.ranking[0]]] and fixed.asked == [1, 1]
+
+
+def _page_hit(chunk_id: int, document: str, page: int | None, score: float) -> ScoredChunk:
+    chunk = Chunk(chunk_id, document, chunk_id, f"text {chunk_id}", page, None, 0, 6, 2)
+    return ScoredChunk(chunk=chunk, source=f"/{document}.pdf", score=score, retrievers=("dense",))
+
+
+# A page that three passages match (page 7, a statement cut in three) against a page with the
+# single best passage (page 2).
+_PAGES = [
+    _page_hit(1, "a", 2, 0.030),
+    _page_hit(2, "a", 7, 0.029),
+    _page_hit(3, "b", 1, 0.028),
+    _page_hit(4, "a", 7, 0.020),
+    _page_hit(5, "a", 7, 0.018),
+    _page_hit(6, "b", 1, 0.010),
+]
+
+
+def test_page_scores_max_and_sum() -> None:
+    assert page_scores(_PAGES, "max") == {("a", 2): 0.030, ("a", 7): 0.029, ("b", 1): 0.028}
+    summed = page_scores(_PAGES, "sum")
+    assert abs(summed[("a", 7)] - 0.067) < 1e-12 and abs(summed[("b", 1)] - 0.038) < 1e-12
+
+
+def test_rank_by_page_returns_passages_page_by_page() -> None:
+    by_max = [h.chunk.id for h in rank_by_page(_PAGES, "max")]
+    assert by_max == [1, 2, 4, 5, 3, 6]  # pages by their best passage; a page's passages together
+    by_sum = [h.chunk.id for h in rank_by_page(_PAGES, "sum")]
+    assert by_sum == [2, 4, 5, 3, 6, 1]  # the page three passages match rises to the top
+
+
+def test_pages_of_different_documents_are_different_pages() -> None:
+    hits = [_page_hit(1, "a", 1, 0.02), _page_hit(2, "b", 1, 0.015), _page_hit(3, "b", 1, 0.015)]
+    assert [h.chunk.id for h in rank_by_page(hits, "sum")] == [2, 3, 1]
+    assert [h.chunk.id for h in rank_by_page(hits, "max")] == [1, 2, 3]
+
+
+def test_page_ranker_ranks_the_candidates_and_cuts_to_k() -> None:
+    inner = FixedRetriever(_PAGES)
+    hits = PageRanker(inner, "sum", candidates=6).retrieve("q", 3)
+    assert [h.chunk.id for h in hits] == [2, 4, 5] and inner.asked == [6]
+    assert [h.score for h in hits] == [0.029, 0.020, 0.018]  # passages keep their own scores
+
+
+def test_assembled_retriever_ranks_pages_unless_told_not_to(tmp_path: Path, make_config: Any) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fruit.txt").write_text("Apples and pears grow in the orchard.")
+    config = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
+    embedder = FakeEmbedder()
+    run_ingest([docs], config, embedder)
+    with KnowledgeBase.open(config.kb_dir, config) as kb:
+        dense, keyword = kb.load_indexes(config)
+        for scoring in ("max", "sum"):
+            retrieval = config.retrieval.model_copy(update={"page_scoring": scoring})
+            assert isinstance(assemble_retriever(retrieval, kb, embedder, dense, keyword), PageRanker)
+        retrieval = config.retrieval.model_copy(update={"page_scoring": "none"})
+        assert isinstance(assemble_retriever(retrieval, kb, embedder, dense, keyword), HybridRetriever)

@@ -110,7 +110,7 @@ def test_one_writer_at_a_time(tmp_path: Path) -> None:
 def test_model_mismatch_is_refused_with_reindex_hint(tmp_path: Path) -> None:
     config = _one_document_kb(tmp_path)
     other = _config(tmp_path, model="other/model")
-    with pytest.raises(ManifestMismatchError, match=r"rag ingest --reindex"):
+    with pytest.raises(ManifestMismatchError, match=r"rag ingest PATH --reindex"):
         KnowledgeBase.open(config.kb_dir, other)
     with pytest.raises(ManifestMismatchError, match="fake/hashing-64"):
         KnowledgeBaseWriter.open(config.kb_dir, other, dimension=32)
