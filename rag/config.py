@@ -54,9 +54,10 @@ class ChunkingConfig(_Section):
     chunk_tokens: int = Field(200, ge=16, description="Upper bound per chunk; capped at the model's own limit.")
     overlap_tokens: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
     context: ChunkContext = Field(
-        "document",
-        description="document: each chunk is embedded and keyword-indexed with its document's "
-        "file name and title before it (the stored, cited text is unchanged); none: the chunk alone.",
+        "page",
+        description="page: each chunk is embedded and keyword-indexed with its document's file name and "
+        "title and its page's heading before it (the stored, cited text is unchanged); document: the "
+        "document's name and title only; none: the chunk alone. Recorded in the manifest.",
     )
 
     @model_validator(mode="after")
@@ -102,7 +103,13 @@ class RetrievalConfig(_Section):
 
     mode: Literal["hybrid", "dense", "keyword"] = Field("hybrid", description="hybrid: dense and BM25, fused.")
     top_k: int = Field(5, gt=0, le=100, description="Passages given to the model.")
-    candidates: int = Field(50, gt=0, description="Hits taken from each retriever before fusion.")
+    candidates: int = Field(
+        100,
+        gt=0,
+        description="Hits taken from each retriever before fusion, and fused hits ranked as pages. A passage "
+        "past this depth in one ranking counts as absent from it: 50 lost statement pages that one retriever "
+        "ranks 60th (README, Retrieval).",
+    )
     rrf_k: int = Field(60, ge=0, description="Reciprocal rank fusion constant (Cormack et al., 2009).")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
     keyword_weight: float = Field(1.0, ge=0, description="Weight of the BM25 ranking in the fusion.")
@@ -227,10 +234,11 @@ class EvalConfig(_Section):
     )
     retrieval_batch: int = Field(64, gt=0, description="Questions whose queries are embedded and searched together.")
     retrieval_depth: int = Field(
-        20,
+        50,
         ge=10,
         le=1000,
-        description="Passages retrieved per question for the retrieval metrics (the prompt gets top_k).",
+        description="Passages retrieved per question for the retrieval metrics (the prompt gets top_k). Passages "
+        "come page by page, several to a page, so it is deep enough for the first 10 distinct pages.",
     )
     generation_batch: int = Field(
         256,

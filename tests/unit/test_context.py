@@ -83,7 +83,7 @@ def test_chunks_are_embedded_and_keyword_indexed_with_their_document_name(filing
     assert any(text.startswith("ACME 2017 10K\n\nTotal net sales") for text in embedder.embedded_documents)
     assert any(text.startswith("notes\n\nMeeting notes") for text in embedder.embedded_documents)
     with KnowledgeBase.open(config.kb_dir, config) as kb:
-        assert kb.manifest.chunk_context == "document"
+        assert kb.manifest.chunk_context == "page"  # the default; a text file has no page headings
         stored = {source: chunk for chunk, source in kb.all_chunks()}
         acme = stored[str(filing / "ACME_2017_10K.txt")]
         assert acme.text.startswith("Total net sales")  # what is cited is unchanged
