@@ -110,7 +110,7 @@ def test_changing_the_context_setting_needs_a_reindex(filing: Path, make_config:
     summary = run_ingest([filing], contextual, FakeEmbedder(), reindex=True)
     assert summary.documents == 2
     with KnowledgeBase.open(contextual.kb_dir, contextual) as kb:
-        assert kb.manifest.chunk_context == "document"
+        assert kb.manifest.chunk_context == "page"
         assert kb.consistency_problems(contextual) == []
         _, keyword = kb.load_indexes(contextual)
         assert len(keyword.search("acme", 5)) == 1

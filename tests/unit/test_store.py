@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from ingest.chunking import chunk_pages
 from rag.config import AppConfig
 from rag.errors import KnowledgeBaseLockedError, KnowledgeBaseNotFoundError, ManifestMismatchError
+from rag.keyword import TOKENIZATION
 from rag.store import KnowledgeBase, KnowledgeBaseWriter, document_id_for, index_file_name, keyword_dir_name
 from rag.types import Document, Page
 from tests.fakes import FakeEmbedder
@@ -157,3 +160,33 @@ def test_keyword_index_always_describes_the_committed_chunks(tmp_path: Path) -> 
             assert sorted(p.name for p in config.kb_dir.glob("bm25-*")) == [keyword_dir_name(2)]
             _, keyword = reader.load_indexes(config)
             assert len(keyword) == 2 and [cid for cid, _ in keyword.search("bananas", 5)] == bananas
+
+
+def test_a_keyword_index_from_an_earlier_tokenization_is_rebuilt(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        filing = _put(writer, "/a.txt", "Net sales for FY2023 rose.")
+        writer.commit(keyword=True)
+    folder = config.kb_dir / keyword_dir_name(1)
+    meta = json.loads((folder / "keyword.json").read_text())
+    (folder / "keyword.json").write_text(json.dumps({**meta, "tokenization": 1}))  # as an older version wrote it
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        _, keyword = reader.load_indexes(config)  # rebuilt in memory, with this version's tokens
+        assert [cid for cid, _ in keyword.search("2023", 5)] == filing
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        writer.commit(keyword=True)  # a run with nothing new still writes it again
+    assert sorted(p.name for p in config.kb_dir.glob("bm25-*")) == [keyword_dir_name(1)]
+    assert json.loads((folder / "keyword.json").read_text())["tokenization"] == TOKENIZATION
+
+
+def test_a_chunks_table_from_before_headers_were_stored_gains_the_column(tmp_path: Path) -> None:
+    config = _one_document_kb(tmp_path)
+    database = sqlite3.connect(config.kb_dir / "kb.sqlite")
+    database.execute("ALTER TABLE chunks DROP COLUMN context")
+    database.commit()
+    database.close()
+    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+        _put(writer, "/b.txt", "bananas are yellow")
+        writer.commit(keyword=True)
+    with KnowledgeBase.open(config.kb_dir, config) as reader:
+        assert reader.stats().documents == 2 and reader.consistency_problems(config) == []
