@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pypdf
 import pypdfium2 as pdfium
@@ -19,6 +20,7 @@ from ingest.loaders import (
     TextLoader,
     loader_for,
 )
+from rag.config import PdfTextEngine
 from rag.errors import DocumentLoadError
 from rag.types import LoadedDocument, Page
 from tests.filefactory import (
@@ -175,38 +177,24 @@ def test_pdf_with_some_blank_pages_keeps_them(tmp_path: Path) -> None:
     assert pages[1].text.strip() == ""
 
 
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])
 def test_pdf_page_that_fails_to_extract_is_empty(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, engine: PdfTextEngine
 ) -> None:
     path = make_pdf(tmp_path / "flaky.pdf", ["Good page.", "Bad page.", "Good again."])
-    original = pypdf.PageObject.extract_text
+    owner: Any = pdfium.PdfTextPage if engine == "pdfium" else pypdf.PageObject
+    name = "get_text_range" if engine == "pdfium" else "extract_text"
+    error = pdfium.PdfiumError("broken text page") if engine == "pdfium" else KeyError("/Font")
+    original = getattr(owner, name)
 
-    def flaky(self: pypdf.PageObject, *args: object, **kwargs: object) -> str:
-        text = original(self, *args, **kwargs)  # type: ignore[arg-type]
+    def flaky(self: object, *args: object, **kwargs: object) -> str:
+        text: str = original(self, *args, **kwargs)
         if "Bad" in text:
-            raise KeyError("/Font")
+            raise error
         return text
 
-    monkeypatch.setattr(pypdf.PageObject, "extract_text", flaky)
-    pages = PdfLoader("pypdf").load(path, path.read_bytes()).pages
-    assert [p.text.strip() for p in pages] == ["Good page.", "", "Good again."]
-    assert "page 2" in caplog.text
-
-
-def test_pdfium_page_that_fails_to_extract_is_empty(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = make_pdf(tmp_path / "flaky.pdf", ["Good page.", "Bad page.", "Good again."])
-    original = pdfium.PdfTextPage.get_text_range
-
-    def flaky(self: pdfium.PdfTextPage, *args: object, **kwargs: object) -> str:
-        text: str = original(self, *args, **kwargs)  # type: ignore[arg-type]
-        if "Bad" in text:
-            raise pdfium.PdfiumError("broken text page")
-        return text
-
-    monkeypatch.setattr(pdfium.PdfTextPage, "get_text_range", flaky)
-    pages = load(path).pages
+    monkeypatch.setattr(owner, name, flaky)
+    pages = PdfLoader(engine).load(path, path.read_bytes()).pages
     assert [p.text.strip() for p in pages] == ["Good page.", "", "Good again."]
     assert "page 2" in caplog.text
 
