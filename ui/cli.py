@@ -191,10 +191,12 @@ def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int
 
 
 def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from rag.manifest import indexing_settings
     from rag.store import KnowledgeBase
 
     with KnowledgeBase.open(config.kb_dir) as kb:
         stats = kb.stats()
+        indexing = indexing_settings(kb.manifest)
     last_run = None
     if stats.last_run is not None:
         run = stats.last_run
@@ -214,6 +216,7 @@ def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         "embedding_model": stats.embedding_model,
         "dimension": stats.dimension,
         "index": stats.index,
+        "indexing": indexing,
         "bytes": stats.bytes,
         "last_run": last_run,
     }
@@ -225,6 +228,7 @@ def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     print(f"chunks           {stats.chunks}")
     print(f"embedding model  {stats.embedding_model} ({stats.dimension} dimensions)")
     print(f"index            {stats.index}")
+    print("built with       " + ", ".join(f"{key} {value}" for key, value in indexing.items()))
     print(f"size on disk     {stats.bytes / 1e6:.1f} MB")
     if stats.last_run is None:
         print("last run         none")
