@@ -410,7 +410,7 @@ def render_markdown(raw: Result) -> str:
     )
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines.append(
-        f"| extract: bare pypdf | {extract['seconds']:.1f} | {extract['pages']:,} | "
+        f"| extract: bare {extract.get('engine', 'pypdf')} | {extract['seconds']:.1f} | {extract['pages']:,} | "
         f"{extract['pages_per_second']:.1f} | – | – | {_rss_cell(extract)} | – | {_load_cell(extract)} | "
         f"{_other_cpu_cell(extract)} |"
     )
