@@ -47,14 +47,21 @@ def retrieve_many(retriever: Retriever, queries: Sequence[str], k: int) -> list[
     return [retriever.retrieve(query, k) for query in queries]
 
 
-class DenseRetriever:
+class _Batched:
+    """``retrieve`` as a batch of one, for retrievers whose work is done per batch."""
+
+    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
+        raise NotImplementedError
+
+
+class DenseRetriever(_Batched):
     """Nearest neighbours of the query's embedding."""
 
     def __init__(self, kb: KnowledgeBase, index: FaissIndex, embedder: Embedder) -> None:
         self._kb, self._index, self._embedder = kb, index, embedder
-
-    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        return self.retrieve_many([query], k)[0]
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         if not queries:
@@ -108,14 +115,11 @@ def reciprocal_rank_fusion(
     ]
 
 
-class HybridRetriever:
+class HybridRetriever(_Batched):
     """Dense and keyword rankings fused by reciprocal rank fusion."""
 
     def __init__(self, dense: Retriever, keyword: Retriever, config: RetrievalConfig) -> None:
         self._dense, self._keyword, self._config = dense, keyword, config
-
-    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        return self.retrieve_many([query], k)[0]
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         depth = max(k, self._config.candidates)
@@ -158,7 +162,7 @@ def rank_by_page(hits: Sequence[ScoredChunk], scoring: PageScoring) -> list[Scor
     return sorted(hits, key=lambda hit: (-scores[page_of(hit)], first_seen[page_of(hit)]))
 
 
-class PageRanker:
+class PageRanker(_Batched):
     """Ranks the pages of another retriever's passages, and returns passages page by page.
 
     A citation, a gold label and what the user checks is a page, but chunks compete alone: a
@@ -175,9 +179,6 @@ class PageRanker:
 
     def __init__(self, inner: Retriever, scoring: PageScoring, candidates: int) -> None:
         self._inner, self._scoring, self._candidates = inner, scoring, candidates
-
-    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        return self.retrieve_many([query], k)[0]
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         rankings = retrieve_many(self._inner, queries, max(k, self._candidates))
@@ -219,14 +220,11 @@ class CrossEncoderScorer:
         return [float(score) for score in scores]
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(_Batched):
     """Rescores the first ``candidates`` hits of another retriever with a loaded scorer."""
 
     def __init__(self, inner: Retriever, scorer: CrossEncoderScorer, candidates: int) -> None:
         self._inner, self._scorer, self._candidates = inner, scorer, candidates
-
-    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        return self.retrieve_many([query], k)[0]
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         candidates = retrieve_many(self._inner, queries, max(k, self._candidates))
