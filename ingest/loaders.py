@@ -152,7 +152,7 @@ class PdfLoader:
       numbers on one line ("Purchases of property, plant and equipment (1,577) (1,373)") and
       words keep their letters. pypdf's text puts each cell of a financial statement on a line
       of its own between blank lines, so a passage of a statement is numbers without their
-      labels; PDFium's is also about 15 times faster on SEC filings (README, Retrieval).
+      labels; PDFium's is also about 19 times faster on SEC filings (bench/RESULTS.md, Ingestion).
     - ``"pypdf"``: pypdf's text, as knowledge bases built before the setting had it.
 
     ``Page.label`` is set only when the PDF defines page labels. PDFs encrypted with an
