@@ -94,10 +94,9 @@ class Bm25Index:
     @classmethod
     def read(cls, directory: Path) -> Bm25Index:
         """The index written in ``directory``. Raises ValueError for one written with another
-        tokenization (the caller rebuilds it from the chunks)."""
-        meta = json.loads((directory / _META_FILE).read_text())
-        if meta.get("tokenization", 1) != TOKENIZATION:
-            raise ValueError(f"keyword index {directory} has tokenization {meta.get('tokenization', 1)}")
+        tokenization, or none readable (the caller rebuilds it from the chunks)."""
+        if not cls.is_current(directory):
+            raise ValueError(f"keyword index {directory} was not written with tokenization {TOKENIZATION}")
         ids = np.load(directory / _IDS_FILE)
         if len(ids) == 0:
             return cls(_bm25s().BM25(), ids)
