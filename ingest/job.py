@@ -38,6 +38,7 @@ from rag.config import AppConfig, PdfTextEngine
 from rag.context import indexed_text, page_contexts
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
+from rag.faults import crash_point
 from rag.store import KnowledgeBaseWriter, StoredDocument, document_id_for, utc_now
 from rag.types import Chunk, Document, LoadedDocument, Page
 
@@ -233,6 +234,7 @@ class _Ingestion:
         if self._batch:
             texts = [indexed_text(chunk.context, chunk.text) for pending in self._batch for chunk in pending.chunks]
             vectors = self.embedder.embed_documents(texts)
+            crash_point("encoded")
             offset = 0
             for pending in self._batch:
                 count = len(pending.chunks)
@@ -249,6 +251,7 @@ class _Ingestion:
                 )
             self._batch.clear()
             self._batch_chunks = 0
+            crash_point("stored")
         due = time.monotonic() - self._last_commit >= self.config.ingest.commit_seconds
         if commit or (commit is None and due):
             self.writer.commit()
@@ -346,6 +349,7 @@ def run_ingest(
         try:
             max_bytes = int(config.ingest.max_file_mb * 1e6)
             for load in load_files(todo, config.ingest.workers, max_bytes, config.ingest.pdf_text):
+                crash_point("loaded")
                 known = stored.get(load.path)
                 if load.error is not None:
                     job.fail(load.path, load.error, load.size_bytes)

@@ -46,6 +46,7 @@ from rag.errors import (
     KnowledgeBaseLockedError,
     KnowledgeBaseNotFoundError,
 )
+from rag.faults import crash_point
 from rag.files import write_text_atomic
 from rag.index import FaissIndex, Vectors
 from rag.keyword import Bm25Index
@@ -635,6 +636,7 @@ class KnowledgeBaseWriter:
             return
         if generation != self.manifest.generation:
             self.index.write(self.directory / index_file_name(generation))
+            crash_point("index-written")
         keyword_generation = self.manifest.keyword_generation
         if rebuild_keyword:
             self._write_keyword_index(generation)
@@ -655,9 +657,11 @@ class KnowledgeBaseWriter:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('manifest', ?)", (manifest.model_dump_json(),)
         )
         self._db.execute("COMMIT")
+        crash_point("sqlite-committed")
         self.manifest = manifest
         self._dirty = self._index_changed = False
         write_text_atomic(self.directory / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+        crash_point("manifest-written")
         _remove_stale_files(self.directory, manifest)
         self._db.execute("BEGIN IMMEDIATE")
 
@@ -667,7 +671,9 @@ class KnowledgeBaseWriter:
         for stale in (temporary, target):
             shutil.rmtree(stale, ignore_errors=True)
         _build_keyword_index(self._db, self.manifest).write(temporary)
+        crash_point("keyword-written")
         temporary.rename(target)
+        crash_point("keyword-renamed")
 
 
 def _current_keyword_generation(directory: Path, stored: Manifest | None, reindex: bool) -> int:
