@@ -21,20 +21,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
+import re
+import signal
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
+
+from pebble import ProcessExpired, ProcessFuture, ProcessPool
 
 from ingest.chunking import chunk_pages
 from ingest.discovery import discover
 from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader, configured_loaders, loader_for
 from ingest.progress import FileEvent, IngestReporter, NullReporter
-from rag.config import AppConfig, PdfTextEngine
+from rag.config import AppConfig, IngestConfig, PdfTextEngine
 from rag.context import indexed_text, page_contexts
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
@@ -54,6 +58,7 @@ class FileLoad:
     document: LoadedDocument | None = None
     unchanged: bool = False
     error: str | None = None
+    textless_pages: tuple[int, ...] = ()  # numbered pages with no text (scanned pages of a text PDF)
 
 
 @dataclass
@@ -66,6 +71,7 @@ class IngestSummary:
     removed: int = 0
     skipped: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
+    pages_without_text: list[dict[str, Any]] = field(default_factory=list)  # {"path", "pages": [n, ...], "of"}
     pages: int = 0
     new_chunks: int = 0
     documents: int = 0
@@ -84,6 +90,7 @@ class IngestSummary:
             "removed": self.removed,
             "skipped": self.skipped,
             "failed": self.failed,
+            "pages_without_text": self.pages_without_text,
             "pages": self.pages,
             "documents": self.documents,
             "chunks": self.chunks,
@@ -91,77 +98,178 @@ class IngestSummary:
         }
 
 
-def read_file(path: str, known_hash: str | None, max_bytes: int, pdf_text: PdfTextEngine = "pdfium") -> FileLoad:
+def read_file(
+    path: str,
+    known_hash: str | None,
+    max_bytes: int,
+    pdf_text: PdfTextEngine = "pdfium",
+    *,
+    memory_mb: float | None = None,
+) -> FileLoad:
     """Read, hash and (if the content is new) extract one file. Runs in a worker process.
 
     Never raises for a bad file: the error travels back as ``FileLoad.error``, so one bad
-    file cannot stop a batch.
+    file cannot stop a batch. At most ``max_bytes + 1`` bytes are read whatever the file's
+    stat says (a growing file, ``/proc``). ``memory_mb`` (``ingest.file_memory_mb``, when
+    the process runs under that limit) names the limit in the reason for a MemoryError.
     """
+    too_large = f"larger than ingest.max_file_mb ({max_bytes / 1e6:g} MB)"
     try:
-        stat = Path(path).stat()
-        if stat.st_size > max_bytes:
-            return FileLoad(path, stat.st_size, error=f"larger than ingest.max_file_mb ({max_bytes / 1e6:.0f} MB)")
-        with open(path, "rb") as handle:
-            data = handle.read()
+        # O_NONBLOCK: a FIFO put in the file's place after discovery must not block open()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(descriptor, "rb", buffering=0) as handle:
+            status = os.fstat(descriptor)
+            if not S_ISREG(status.st_mode):
+                return FileLoad(path, error="not a regular file: only regular files are read")
+            if status.st_size > max_bytes:
+                return FileLoad(path, status.st_size, error=too_large)
+            data = _read_at_most(handle, max_bytes + 1, first=status.st_size + 1)
     except OSError as exc:
         return FileLoad(path, error=f"cannot read: {exc.strerror or exc}")
+    if len(data) > max_bytes:
+        return FileLoad(path, len(data), error=too_large)
     content_hash = hashlib.sha256(data).hexdigest()
-    base = FileLoad(path, len(data), stat.st_mtime_ns, content_hash)
+    base = FileLoad(path, len(data), status.st_mtime_ns, content_hash)
     if content_hash == known_hash:
         return replace(base, unchanged=True)
     loader = loader_for(Path(path), configured_loaders(pdf_text))
     if loader is None:
         return replace(base, error="unsupported file type")
     try:
-        return replace(base, document=loader.load(Path(path), data))
+        document = loader.load(Path(path), data)
     except DocumentLoadError as exc:
         return replace(base, error=exc.reason)
+    except MemoryError:
+        del data  # the traceback holds the parser's frames; the reason is all that goes back
+        return replace(base, error=_memory_reason(memory_mb))
     except Exception as exc:  # noqa: BLE001 - a loader bug must not stop the batch
         return replace(base, error=f"unexpected {type(exc).__name__}: {exc}")
+    if sum(len(page.text) for page in document.pages) > max_bytes:  # a zip bomb's text would swamp the parent
+        return replace(base, error=f"its text is larger than ingest.max_file_mb ({max_bytes / 1e6:g} MB)")
+    textless = tuple(page.number for page in document.pages if page.number is not None and not page.text.strip())
+    return replace(base, document=document, textless_pages=textless)
+
+
+def _read_at_most(handle: Any, limit: int, first: int) -> bytes:
+    """Up to ``limit`` bytes from an unbuffered file: ``first`` (the stat size + 1, so that one
+    read usually ends at the end of the file) at once, then in pieces if the file holds more."""
+    parts: list[bytes] = []
+    total = 0
+    want = first
+    while total < limit and (part := handle.read(min(want, limit - total))):
+        parts.append(part)
+        total += len(part)
+        want = 1 << 20
+    return b"".join(parts)
+
+
+def _memory_reason(memory_mb: float | None) -> str:
+    if memory_mb is None:
+        return "ran out of memory"
+    return f"needed more than {memory_mb:g} MB (ingest.file_memory_mb)"
 
 
 def _quiet_pdf_warnings() -> None:
-    """Worker initializer: pypdf logs a warning per oddity of a damaged file; the job already
-    reports each failed file in one line, so only pypdf's errors are worth showing."""
+    """pypdf logs a warning per oddity of a damaged file; the job already reports each failed
+    file in one line, so only pypdf's errors are worth showing."""
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
-def load_files(
-    todo: Sequence[tuple[str, str | None]], workers: int, max_bytes: int, pdf_text: PdfTextEngine = "pdfium"
-) -> Iterator[FileLoad]:
-    """Load ``(path, known_hash)`` pairs in order, ``workers`` processes at a time.
+def _start_worker(memory_mb: float) -> None:
+    """Loader worker initializer: quiet pypdf, then cap the memory one file may take.
+
+    The cap is RLIMIT_DATA, set to what the worker holds after its imports plus ``memory_mb``:
+    it counts the private writable memory a parser fills (heap, anonymous maps), so an
+    allocation past it fails (a MemoryError in Python; PDFium aborts, which kills the worker).
+    RLIMIT_AS would also count shared libraries, thread stacks and malloc's reserved arenas,
+    none of which a hostile file controls. Never raises: pebble would restart a worker whose
+    initializer fails, forever.
+    """
+    _quiet_pdf_warnings()
+    import pypdfium2  # noqa: F401 - loaded (and counted) before the budget is measured
+
+    try:
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as status:
+            found = re.search(r"^VmData:\s+(\d+) kB", status.read(), re.M)
+        if found is None:
+            raise OSError("no VmData in /proc/self/status")
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = int(found.group(1)) * 1024 + int(memory_mb * 1e6)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    except (ImportError, OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("ingest.file_memory_mb cannot apply here: %s", exc)
+
+
+def load_files(todo: Sequence[tuple[str, str | None]], settings: IngestConfig) -> Iterator[FileLoad]:
+    """Load ``(path, known_hash)`` pairs in order, ``settings.workers`` processes at a time.
 
     At most ``2 * workers + 2`` files are in flight, so memory stays bounded however many
-    files there are. A crashed worker fails only the files it held; the pool is restarted.
+    files there are. Each file is loaded under ``settings.file_timeout_s`` and
+    ``settings.file_memory_mb``: a worker past either is killed (or dies) and is replaced,
+    and the file alone comes back failed, with a reason naming the setting. With
+    ``workers == 0`` files are loaded in this process, with no bounds but ``max_file_mb``.
     """
-    if workers == 0:
+    max_bytes = int(settings.max_file_mb * 1e6)
+    if settings.workers == 0:
         _quiet_pdf_warnings()
         for path, known in todo:
-            yield read_file(path, known, max_bytes, pdf_text)
+            yield read_file(path, known, max_bytes, settings.pdf_text)
         return
-    context = multiprocessing.get_context("spawn")  # no fork: the parent holds torch threads
+    pool = ProcessPool(
+        max_workers=settings.workers,
+        initializer=_start_worker,
+        initargs=(settings.file_memory_mb,),
+        context=multiprocessing.get_context("spawn"),  # no fork: the parent holds torch threads
+    )
     items = iter(todo)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_pdf_warnings)
-    pending: deque[tuple[str, str | None, Future[FileLoad]]] = deque()
+    pending: deque[tuple[str, ProcessFuture[FileLoad]]] = deque()
     try:
         while True:
-            while len(pending) < 2 * workers + 2 and (item := next(items, None)) is not None:
-                pending.append((*item, pool.submit(read_file, item[0], item[1], max_bytes, pdf_text)))
+            while len(pending) < 2 * settings.workers + 2 and (item := next(items, None)) is not None:
+                path, known = item
+                future = pool.schedule(
+                    read_file,
+                    args=(path, known, max_bytes, settings.pdf_text),
+                    kwargs={"memory_mb": settings.file_memory_mb},
+                    timeout=settings.file_timeout_s,
+                )
+                pending.append((path, future))
             if not pending:
                 return
-            path, _, future = pending.popleft()
-            try:
-                yield future.result()
-            except BrokenProcessPool:
-                yield FileLoad(path, error="the loader process crashed on this file")
-                pool.shutdown(cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_quiet_pdf_warnings)
-                retry = [(p, known) for p, known, _ in pending]
-                pending.clear()
-                for retry_path, known in retry:
-                    pending.append((retry_path, known, pool.submit(read_file, retry_path, known, max_bytes, pdf_text)))
+            path, future = pending.popleft()
+            yield _worker_answer(path, future, settings)
     finally:
-        pool.shutdown(cancel_futures=True)
+        pool.stop()  # kills the workers still busy (the consumer stopped early)
+        pool.join()
+
+
+def _exit_cause(exitcode: int) -> str:
+    """The signal's name (SIGKILL) for a negative exit code, else "exit status N"."""
+    if exitcode >= 0:
+        return f"exit status {exitcode}"
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def _worker_answer(path: str, future: ProcessFuture[FileLoad], settings: IngestConfig) -> FileLoad:
+    """The worker's FileLoad, or why there is none: the time limit, or a worker that died."""
+    try:
+        return future.result()
+    except TimeoutError:
+        return FileLoad(path, error=f"took longer than {settings.file_timeout_s:g} s (ingest.file_timeout_s)")
+    except ProcessExpired as exc:
+        cause = _exit_cause(exc.exitcode)
+        return FileLoad(
+            path, error=f"the loader process died ({cause}): {_memory_reason(settings.file_memory_mb)}, or crashed"
+        )
+    except Exception as exc:  # noqa: BLE001 - read_file never raises: this is the pool (an answer too big to send)
+        return FileLoad(path, error=f"unexpected {type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -246,9 +354,12 @@ class _Ingestion:
                 setattr(self.summary, pending.outcome, getattr(self.summary, pending.outcome) + 1)
                 self.summary.pages += len(pending.pages)
                 self.summary.new_chunks += count
-                self.reporter.file_done(
-                    FileEvent(pending.load.path, pending.outcome, pending.load.size_bytes, len(pending.pages), count)
-                )
+                load, pages = pending.load, len(pending.pages)
+                if load.textless_pages:
+                    entry = {"path": load.path, "pages": list(load.textless_pages), "of": pages}
+                    self.summary.pages_without_text.append(entry)
+                event = FileEvent(load.path, pending.outcome, load.size_bytes, pages, count, None, load.textless_pages)
+                self.reporter.file_done(event)
             self._batch.clear()
             self._batch_chunks = 0
             crash_point("stored")
@@ -315,6 +426,8 @@ def run_ingest(
         job.summary.skipped = len(found.unsupported)
         for missing in found.missing:
             job.fail(missing, "no such file or directory")
+        for rejected, reason in found.rejected:
+            job.fail(rejected, reason)
         stored = writer.stored_documents()
         reread: list[str] = []
         if reindex:
@@ -347,8 +460,7 @@ def run_ingest(
 
         reporter.start(len(todo), total_bytes)
         try:
-            max_bytes = int(config.ingest.max_file_mb * 1e6)
-            for load in load_files(todo, config.ingest.workers, max_bytes, config.ingest.pdf_text):
+            for load in load_files(todo, config.ingest):
                 crash_point("loaded")
                 known = stored.get(load.path)
                 if load.error is not None:

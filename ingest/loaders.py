@@ -3,7 +3,9 @@
 Each loader is a small stateless object (cheap to build, picklable, safe to use in worker
 processes) with a ``mime_type``, the lower-case ``extensions`` it handles, and
 ``load(path, data)``. ``load`` raises :class:`~rag.errors.DocumentLoadError` with a short,
-one-line reason for any bad input and never lets a parser library's exception escape.
+one-line reason for any bad input and never lets a parser library's exception escape, with
+one exception: a :class:`MemoryError` always escapes (never "damaged PDF: MemoryError"), so
+that the job can report the file against ``ingest.file_memory_mb``.
 
 Page text is normalised minimally (line ends become ``\\n``, NUL characters are dropped)
 and otherwise left as extracted: chunk spans index into it for citations.
@@ -15,6 +17,7 @@ import codecs
 import io
 import logging
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +25,7 @@ from typing import Any, Protocol
 import charset_normalizer
 import docx
 import pypdf
-from bs4 import BeautifulSoup, Comment, NavigableString
+from bs4 import BeautifulSoup, Comment, NavigableString, XMLParsedAsHTMLWarning
 from docx.document import Document as DocxDocument
 from docx.table import Table
 from docx.text.paragraph import Paragraph
@@ -173,6 +176,8 @@ class PdfLoader:
         reader = _open_pdf(path, data)
         try:
             page_count = len(reader.pages)
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - pypdf raises many types for broken structures
             raise DocumentLoadError(path, f"damaged PDF: {_short(exc)}") from None
         if page_count == 0:
@@ -218,6 +223,8 @@ def _pdfium_page_text(path: Path, pdf: Any, index: int) -> str:
                 text_page.close()
         finally:
             page.close()
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one bad page must not lose the whole document
         logger.warning("%s: page %d: text extraction failed: %s", path, index + 1, exc)
         return ""
@@ -234,6 +241,8 @@ def _open_pdf(path: Path, data: bytes) -> pypdf.PdfReader:
     """A reader that is ready to read pages (decrypted with the empty password if needed)."""
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - PdfReadError, but also ValueError/KeyError/... on garbage
         # pypdf's own message for a cut-off file is a bare "Stream has ended unexpectedly"
         detail = "truncated (no %%EOF marker)" if b"%%EOF" not in data else _short(exc)
@@ -244,6 +253,8 @@ def _open_pdf(path: Path, data: bytes) -> pypdf.PdfReader:
             raise DocumentLoadError(path, "encrypted: a password is required")
     except DocumentLoadError:
         raise
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - e.g. an unsupported algorithm or a broken /Encrypt
         raise DocumentLoadError(path, f"encrypted: cannot decrypt ({_short(exc)})") from None
     return reader
@@ -253,6 +264,8 @@ def _page_text(path: Path, reader: pypdf.PdfReader, index: int) -> str:
     """One page's text; a page that fails to extract is empty rather than fatal."""
     try:
         return normalise_text(reader.pages[index].extract_text())
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - one bad page must not lose the whole document
         logger.warning("%s: page %d: text extraction failed: %s", path, index + 1, exc)
         return ""
@@ -265,6 +278,8 @@ def _page_labels(path: Path, reader: pypdf.PdfReader, page_count: int) -> list[s
         if "/PageLabels" not in reader.root_object:
             return none
         labels: list[str | None] = list(reader.page_labels)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a broken label tree is not worth losing the text for
         logger.warning("%s: ignoring unreadable page labels: %s", path, exc)
         return none
@@ -275,6 +290,8 @@ def _pdf_title(reader: pypdf.PdfReader, path: Path) -> str:
     try:
         metadata = reader.metadata
         title = metadata.title if metadata is not None else None
+    except MemoryError:
+        raise
     except Exception:  # noqa: BLE001 - broken metadata: the file name will do
         title = None
     if isinstance(title, str) and title.strip():
@@ -342,6 +359,8 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _PRE_MARK = re.compile("\ue000(\\d+)\ue001")
+# A DOCTYPE's internal subset (entity declarations): the HTML parser neither expands nor hides it
+_DOCTYPE_SUBSET = re.compile(r"<!DOCTYPE[^\[>]*\[.*?\]\s*>", re.I | re.S)
 
 
 class HtmlLoader:
@@ -349,7 +368,8 @@ class HtmlLoader:
 
     Scripts, styles, the head and comments are dropped; whitespace inside the text is
     collapsed the way a browser shows it (``<pre>`` is kept as is). Title: ``<title>``,
-    else the first ``<h1>``, else the file name's stem.
+    else the first ``<h1>``, else the file name's stem. Entities declared in a DOCTYPE are
+    never expanded (lxml's HTML parser knows only HTML's own), so "billion laughs" stays small.
     """
 
     mime_type: str = "text/html"
@@ -359,10 +379,15 @@ class HtmlLoader:
         """Decode (honouring a meta charset), parse with lxml and keep the visible text."""
         declared = _META_CHARSET.search(data[:4096])
         text = decode_text(path, data, declared.group(1).decode("ascii") if declared else None)
+        text = _DOCTYPE_SUBSET.sub("", text[:_SNIFF_BYTES], count=1) + text[_SNIFF_BYTES:]
         try:
-            soup = BeautifulSoup(text, "lxml")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # XHTML is HTML enough
+                soup = BeautifulSoup(text, "lxml")
             title = _html_title(soup) or path.stem
             body = _visible_text(soup)
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - lxml copes with nearly anything, but be sure
             raise DocumentLoadError(path, f"cannot parse HTML: {_short(exc)}") from None
         return _single_page(path, title, self.mime_type, body)
@@ -426,11 +451,15 @@ class DocxLoader:
         _require_bytes(path, data)
         try:
             document = docx.Document(io.BytesIO(data))
+        except MemoryError:
+            raise
         except Exception:  # noqa: BLE001 - not a zip, no document part, broken XML, ...
             raise DocumentLoadError(path, "not a valid DOCX file") from None
         try:
             blocks = [_block_text(block) for block in _body_blocks(document)]
             title = _docx_title(document) or path.stem
+        except MemoryError:
+            raise
         except Exception as exc:  # noqa: BLE001 - malformed content inside a valid package
             raise DocumentLoadError(path, f"damaged DOCX: {_short(exc)}") from None
         body = "\n\n".join(block for block in blocks if block.strip())

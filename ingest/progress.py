@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -20,7 +21,11 @@ from rich.progress import (
 
 @dataclass(frozen=True, slots=True)
 class FileEvent:
-    """One file's outcome: ``added``, ``updated``, ``unchanged``, ``removed`` or ``failed``."""
+    """One file's outcome: ``added``, ``updated``, ``unchanged``, ``removed`` or ``failed``.
+
+    ``textless_pages``: the numbers of the pages of an added or updated file that have no text
+    (scanned pages inside a text PDF); they are stored empty and never found by a search.
+    """
 
     path: str
     outcome: str
@@ -28,6 +33,7 @@ class FileEvent:
     pages: int = 0
     chunks: int = 0
     reason: str | None = None
+    textless_pages: tuple[int, ...] = ()
 
 
 class IngestReporter(Protocol):
@@ -58,13 +64,42 @@ class NullReporter:
         pass
 
 
+_SHOWN_PAGE_NUMBERS = 8
+
+
+def shown_path(path: str) -> str:
+    """``path`` as one printable line: control characters (a newline, a tab) are escaped as
+    Python writes them, and bytes that are not UTF-8 (which Python's file names carry as lone
+    surrogates) as ``\\xNN``; every other character, spaces included, is kept."""
+    shown: list[str] = []
+    for char in path:
+        if char.isprintable():
+            shown.append(char)
+        elif 0xDC80 <= ord(char) <= 0xDCFF:  # os.fsdecode's surrogateescape for one undecodable byte
+            shown.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            shown.append(repr(char)[1:-1])
+    return "".join(shown)
+
+
+def textless_note(pages: int, textless_pages: tuple[int, ...]) -> str:
+    """The note on an ingested file's textless pages, e.g. "3 of 40 pages have no text (scanned?
+    OCR is not supported): 5, 6, 9" (the first few page numbers)."""
+    numbers = ", ".join(str(n) for n in textless_pages[:_SHOWN_PAGE_NUMBERS])
+    more = ", ..." if len(textless_pages) > _SHOWN_PAGE_NUMBERS else ""
+    verb = "has" if len(textless_pages) == 1 else "have"
+    return f"{len(textless_pages)} of {pages} pages {verb} no text (scanned? OCR is not supported): {numbers}{more}"
+
+
 def describe(event: FileEvent) -> str:
     """The one-line form of an event, as logs and the plain reporter print it."""
+    path = shown_path(event.path)
     if event.outcome == "failed":
-        return f"failed     {event.path}: {event.reason}"
+        return f"failed     {path}: {event.reason}"
     if event.outcome in ("added", "updated"):
-        return f"{event.outcome:<10} {event.path} ({event.pages} pages, {event.chunks} chunks)"
-    return f"{event.outcome:<10} {event.path}"
+        line = f"{event.outcome:<10} {path} ({event.pages} pages, {event.chunks} chunks)"
+        return line + (f"; {textless_note(event.pages, event.textless_pages)}" if event.textless_pages else "")
+    return f"{event.outcome:<10} {path}"
 
 
 class LineReporter:
@@ -121,7 +156,10 @@ class RichReporter:
 
     def file_done(self, event: FileEvent) -> None:
         if event.outcome == "failed":
-            self._console.print(f"[red]failed[/red] {event.path}: {event.reason}", markup=True, highlight=False)
+            self._console.print(f"[red]failed[/red] {escape(shown_path(event.path))}: {escape(event.reason or '')}")
+        elif event.textless_pages:
+            note = textless_note(event.pages, event.textless_pages)
+            self._console.print(f"[yellow]{event.outcome}[/yellow] {escape(shown_path(event.path))}: {note}")
         if self._task is None:
             return
         self._done += 1

@@ -86,11 +86,28 @@ class IngestConfig(_Section):
     """The ingestion job."""
 
     workers: int = Field(
-        1, ge=0, le=64, description="Loader processes that extract text while the model encodes; 0: in-process."
+        1,
+        ge=0,
+        le=64,
+        description="Loader processes that extract text while the model encodes. 0: in this process, where "
+        "ingest.file_timeout_s and ingest.file_memory_mb cannot apply: a hostile file can then hang or exhaust "
+        "the whole run.",
     )
     embed_batch_chunks: int = Field(256, gt=0, description="Chunks gathered across files before one encode call.")
     commit_seconds: float = Field(20.0, gt=0, description="At most this much work is redone after a crash.")
     max_file_mb: float = Field(256.0, gt=0, description="Larger files are reported and skipped.")
+    file_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A file whose loading takes longer has its worker killed and is reported; the run goes on. "
+        "A 190-page 10-K loads in about 3 s.",
+    )
+    file_memory_mb: float = Field(
+        2048.0,
+        gt=0,
+        description="Memory one file's loading may take in its worker, beyond the worker's own at start; a file "
+        "that needs more is reported and the run goes on. A 190-page 10-K needs about 20 MB.",
+    )
     pdf_text: PdfTextEngine = Field(
         "pdfium",
         description="Who extracts a PDF page's text: pdfium (a table row's label and numbers stay on one line; "
@@ -147,8 +164,17 @@ class GeneratorConfig(_Section):
         True, description="Reuse the KV cache of prompt prefixes already computed (the fixed instructions first)."
     )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
-    host: str = Field("127.0.0.1", description="Where `rag model start` binds the OpenAI-compatible server.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Where `rag model start` binds the OpenAI-compatible server, and where clients reach it. "
+        "Anything but loopback needs api_key.",
+    )
     port: int = Field(8000, gt=0, lt=65536)
+    api_key: SecretStr | None = Field(
+        None,
+        description="The key the model server requires (given to vLLM as VLLM_API_KEY, not on its command line) "
+        "and the clients send. Required when host is not loopback.",
+    )
     startup_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the server to be healthy.")
     request_timeout_s: float = Field(300.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="vLLM's own log level.")

@@ -30,6 +30,19 @@ class KnowledgeBaseLockedError(KnowledgeBaseError):
     """Another process is writing to the knowledge base."""
 
 
+class KnowledgeBaseDamagedError(KnowledgeBaseError):
+    """A part of a knowledge base on disk is damaged: the message names the part and points to
+    ``rag check --repair``, which rebuilds what can be rebuilt from what is intact."""
+
+
+def damaged(directory: Path | str, what: str) -> KnowledgeBaseDamagedError:
+    """The one wording of every damaged-knowledge-base error: what is wrong and the way back."""
+    return KnowledgeBaseDamagedError(
+        f"knowledge base {directory} is damaged: {what}. See what can be rebuilt with "
+        f"`rag check --repair --kb {directory}`"
+    )
+
+
 class ManifestMismatchError(KnowledgeBaseError):
     """The knowledge base was built with settings that disagree with the configuration."""
 

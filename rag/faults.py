@@ -3,7 +3,7 @@
 Crash safety is a claim about every instant of a run, and timing alone rarely lands a kill
 inside a commit (a commit is milliseconds of a minute-long run). So the ingestion job and the
 knowledge-base writer call :func:`crash_point` at each step whose interruption leaves a
-different state on disk; with ``RAG_CRASH_AT=NAME`` (or ``NAME:N``, the N-th time that point
+different state on disk; with ``RAGTEST_CRASH_AT=NAME`` (or ``NAME:N``, the N-th time that point
 is reached) the process kills itself there with SIGKILL, exactly as ``kill -9`` or an
 out-of-memory kill would: no ``finally`` block, no atexit handler, no flush.
 
@@ -28,7 +28,7 @@ import os
 import signal
 from collections import Counter
 
-CRASH_ENV = "RAG_CRASH_AT"
+CRASH_ENV = "RAGTEST_CRASH_AT"
 
 CRASH_POINTS = (
     "loaded",
@@ -45,7 +45,7 @@ _reached: Counter[str] = Counter()
 
 
 def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL if ``RAG_CRASH_AT`` names this point (and this visit)."""
+    """Kill this process with SIGKILL if ``RAGTEST_CRASH_AT`` names this point (and this visit)."""
     wanted = os.environ.get(CRASH_ENV)
     if not wanted:
         return

@@ -146,10 +146,12 @@ class ServerGenerator:
         from langchain_openai import ChatOpenAI
 
         self._config = config
+        key = config.generator.api_key
         self._chat = ChatOpenAI(
             model=config.generator.model,
             base_url=base_url,
-            api_key="unused",  # vLLM serves without a key on loopback
+            # Sent as "Authorization: Bearer <key>"; a server without a key (loopback) ignores it.
+            api_key=key.get_secret_value() if key is not None else "unused",
             temperature=config.generator.temperature,
             max_completion_tokens=config.generator.max_answer_tokens,
             timeout=config.generator.request_timeout_s,

@@ -114,6 +114,11 @@ class Bm25Index:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def ids(self) -> npt.NDArray[np.int64]:
+        """The chunk ids indexed, in the index's order."""
+        return self._ids
+
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """Top ``k`` ``(chunk_id, score)`` pairs, best first; chunks sharing no term are left out."""
         if len(self._ids) == 0 or k <= 0:

@@ -1,5 +1,9 @@
 """Starting, watching and stopping vLLM's OpenAI-compatible server on loopback.
 
+Bound anywhere else, the server requires ``generator.api_key``: :meth:`ModelServer.start`
+refuses to start without one. The key reaches vLLM as ``VLLM_API_KEY`` in its environment
+(``--api-key`` would show it to every user in ``ps``), and every client here sends it.
+
 The server runs in its own process session, so it outlives the ``rag`` command that started
 it; ``<data_dir>/server.json`` records its pid, address and model, ``server.log`` its output.
 It is launched as ``python -m vllm.entrypoints.openai.api_server``: on the CPU build the
@@ -9,6 +13,7 @@ It is launched as ``python -m vllm.entrypoints.openai.api_server``: on the CPU b
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -20,7 +25,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 
 from rag.config import AppConfig, child_environment, vllm_environment
-from rag.errors import GeneratorUnavailableError
+from rag.errors import ConfigError, GeneratorUnavailableError
 from rag.generator import engine_settings, has_cuda
 from rag.models import resolve_generator_location
 
@@ -60,16 +65,57 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def is_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``): only this machine."""
+    if host == "localhost":
+        return True
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout) as response:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_key(config: AppConfig) -> str | None:
+    """The configured ``generator.api_key``, in clear, for the server's environment and the clients."""
+    key = config.generator.api_key
+    return key.get_secret_value() if key is not None else None
+
+
+def require_key_when_exposed(config: AppConfig) -> None:
+    """Raise :class:`ConfigError` when the server would bind beyond loopback without a key."""
+    host = config.generator.host
+    if not is_loopback(host) and not api_key(config):
+        raise ConfigError(
+            f"generator.api_key is required when generator.host ({host}) is not loopback: anyone who reaches "
+            "the port could use the model; set generator.api_key (RAG_GENERATOR_API_KEY), or bind 127.0.0.1"
+        )
+
+
+def server_environment(config: AppConfig, *, cpu: bool) -> dict[str, str]:
+    """vLLM's environment for the server: :func:`rag.config.vllm_environment` plus the key, if any."""
+    env = vllm_environment(config, cpu=cpu)
+    key = api_key(config)
+    if key:
+        env["VLLM_API_KEY"] = key  # read by vLLM's API server; unlike --api-key, not shown by ps
+    return env
+
+
+def is_healthy(host: str, port: int, timeout: float = 2.0, key: str | None = None) -> bool:
+    """True when the server at ``host:port`` answers ``/health`` with 200. vLLM does not guard
+    ``/health`` with its key; ``key`` is sent anyway, so a server (or proxy) that does still answers."""
+    request = urllib.request.Request(f"http://{host}:{port}/health")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
 def server_command(config: AppConfig, location: str, host: str, port: int) -> list[str]:
-    """The command line that starts the server with the configured model and settings."""
+    """The command line that starts the server with the configured model and settings. It holds
+    no secret: the key goes in the environment (:func:`server_environment`)."""
     settings = engine_settings(config, has_cuda())
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -106,10 +152,14 @@ class ModelServer:
         state = self._read_state()
         if state is None or not _alive(state.pid):
             return ServerStatus(state, running=False, healthy=False)
-        return ServerStatus(state, running=True, healthy=is_healthy(state.host, state.port))
+        return ServerStatus(state, running=True, healthy=is_healthy(state.host, state.port, key=api_key(self._config)))
 
     def start(self, *, wait: bool = True, port: int | None = None) -> ServerStatus:
-        """Start the server unless one is running; with ``wait``, return once it is healthy."""
+        """Start the server unless one is running; with ``wait``, return once it is healthy.
+
+        Raises :class:`ConfigError` when ``generator.host`` is not loopback and no
+        ``generator.api_key`` is set."""
+        require_key_when_exposed(self._config)
         current = self.status()
         if current.running and current.state is not None:
             if current.state.model != self._config.generator.model:
@@ -119,11 +169,11 @@ class ModelServer:
                 )
             return self.wait_until_healthy() if wait and not current.healthy else current
         host, port = self._config.generator.host, port or self._config.generator.port
-        if is_healthy(host, port):
+        if is_healthy(host, port, key=api_key(self._config)):
             raise GeneratorUnavailableError(f"something else already serves on {host}:{port}; set generator.port")
         location = resolve_generator_location(self._config)
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
-        env = child_environment(vllm_environment(self._config, cpu=not has_cuda()))
+        env = child_environment(server_environment(self._config, cpu=not has_cuda()))
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
                 server_command(self._config, location, host, port),

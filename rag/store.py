@@ -26,10 +26,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,9 +43,11 @@ from pydantic import ValidationError
 from rag.config import AppConfig
 from rag.context import context_for, indexed_text
 from rag.errors import (
+    KnowledgeBaseDamagedError,
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
     KnowledgeBaseNotFoundError,
+    damaged,
 )
 from rag.faults import crash_point
 from rag.files import write_text_atomic
@@ -52,6 +55,8 @@ from rag.index import FaissIndex, Vectors
 from rag.keyword import Bm25Index
 from rag.manifest import FORMAT_VERSION, Manifest
 from rag.types import Chunk, Document, Page, ScoredChunk
+
+logger = logging.getLogger(__name__)
 
 DB_NAME = "kb.sqlite"
 MANIFEST_NAME = "manifest.json"
@@ -129,6 +134,18 @@ def document_id_for(source: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RepairPlan:
+    """What ``KnowledgeBaseWriter.open(repair=...)`` rebuilds besides BM25 and manifest.json.
+
+    ``manifest`` replaces a stored manifest that does not read (or is absent while rows exist);
+    ``vectors`` starts an empty FAISS index, to be refilled by ``restore_vectors``.
+    """
+
+    manifest: Manifest | None = None
+    vectors: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StoredDocument:
     """What the ingestion diff needs to know about a stored file."""
 
@@ -179,14 +196,38 @@ def _connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
     return connection
 
 
-def _read_manifest(connection: sqlite3.Connection, directory: Path) -> Manifest | None:
+def read_manifest(connection: sqlite3.Connection, directory: Path) -> Manifest | None:
+    """The manifest of record (None: nothing committed yet). Raises KnowledgeBaseDamagedError
+    naming the bad fields when the row does not validate."""
     row = connection.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
     if row is None:
         return None
     try:
         return Manifest.model_validate_json(row[0])
     except ValidationError as exc:
-        raise KnowledgeBaseError(f"knowledge base {directory} has a damaged manifest: {exc}") from None
+        fields = sorted({".".join(str(part) for part in error["loc"]) or "the whole row" for error in exc.errors()})
+        raise damaged(directory, f"its manifest in {DB_NAME} does not read ({', '.join(fields)})") from None
+
+
+def read_index(directory: Path, manifest: Manifest, config: AppConfig, *, counted: bool = True) -> FaissIndex:
+    """The FAISS index of ``manifest``'s generation, checked against it: the file must read and
+    hold one vector per chunk of the given dimension (``counted=False``: any number, for a repair
+    that recounts the manifest). Raises FileNotFoundError when the file is absent (a writer may
+    have moved on), KnowledgeBaseDamagedError when it is wrong."""
+    path = directory / index_file_name(manifest.generation)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        index = FaissIndex.read(path, config.index)
+    except RuntimeError:
+        raise damaged(directory, f"{path.name} does not read as a FAISS index") from None
+    if (len(index) if counted else manifest.chunks, index.dimension) != (manifest.chunks, manifest.dimension):
+        raise damaged(
+            directory,
+            f"{path.name} holds {len(index)} vectors of {index.dimension} dimensions, "
+            f"but the knowledge base has {manifest.chunks} chunks of {manifest.dimension}",
+        )
+    return index
 
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
@@ -225,7 +266,7 @@ class KnowledgeBase:
                 f"no knowledge base at {directory}; create one with `rag ingest PATH --kb {directory}`"
             )
         connection = _connect(directory, read_only=True)
-        manifest = _read_manifest(connection, directory)
+        manifest = read_manifest(connection, directory)
         if manifest is None:
             connection.close()
             raise KnowledgeBaseNotFoundError(
@@ -260,7 +301,7 @@ class KnowledgeBase:
     def generation(self) -> int:
         """The committed generation now (it moves on with every commit of a writer)."""
         with self._snapshot() as db:
-            manifest = _read_manifest(db, self.directory)
+            manifest = read_manifest(db, self.directory)
         return manifest.generation if manifest is not None else 0
 
     def document(self, document_id: str) -> Document | None:
@@ -292,10 +333,20 @@ class KnowledgeBase:
             manifest = self.manifest
             keyword: Bm25Index | None = None
             if manifest.keyword_generation == manifest.generation:
+                folder = self.directory / keyword_dir_name(manifest.generation)
                 try:
-                    keyword = Bm25Index.read(self.directory / keyword_dir_name(manifest.generation))
-                except (OSError, ValueError):
-                    keyword = None  # a writer moved on and removed it after our snapshot began
+                    keyword = Bm25Index.read(folder)
+                except (OSError, ValueError) as exc:
+                    # Absent: a writer moved on and removed it after our snapshot began (or it was
+                    # deleted: `rag check` says so). Present but unreadable: damaged.
+                    keyword = None
+                    if folder.is_dir():
+                        logger.warning(
+                            "%s does not read (%s); BM25 is built in memory until `rag check --repair --kb %s`",
+                            folder,
+                            exc,
+                            self.directory,
+                        )
             if keyword is None:
                 keyword = _build_keyword_index(db, manifest)
             return index, keyword
@@ -305,21 +356,18 @@ class KnowledgeBase:
         """A read transaction plus the index file of the generation it sees."""
         for _ in range(10):
             with self._snapshot() as db:
-                manifest = _read_manifest(db, self.directory)
+                manifest = read_manifest(db, self.directory)
                 assert manifest is not None
                 try:
-                    index = FaissIndex.read(self.directory / index_file_name(manifest.generation), config.index)
-                except RuntimeError:
+                    index = read_index(self.directory, manifest, config)
+                except FileNotFoundError:
                     # A writer committed the next generation and deleted this file after our
                     # snapshot began: start a new snapshot, which will see the new generation.
                     continue
                 self.manifest = manifest
                 yield db, index
                 return
-        raise KnowledgeBaseError(
-            f"knowledge base {self.directory} has no readable index file for its current generation; "
-            f"rebuild it with `rag ingest PATH --reindex --kb {self.directory}`"
-        )
+        raise damaged(self.directory, f"{index_file_name(self.manifest.generation)}, its current index, is missing")
 
     def chunks(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, str]]:
         """Chunks by id with their source path; ids deleted since the index was read are absent."""
@@ -365,7 +413,7 @@ class KnowledgeBase:
 
     def stats(self) -> KnowledgeBaseStats:
         with self._snapshot() as db:
-            manifest = _read_manifest(db, self.directory)
+            manifest = read_manifest(db, self.directory)
             assert manifest is not None
             pages = db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
             last_run = _last_run(db)
@@ -458,12 +506,19 @@ class KnowledgeBaseWriter:
         *,
         dimension: int,
         reindex: bool = False,
+        repair: RepairPlan | None = None,
     ) -> KnowledgeBaseWriter:
         """Open (creating if needed) for writing, holding the directory's lock.
 
         ``reindex`` empties chunks and vectors inside the (not yet committed) transaction, to
         be refilled with the configured model and chunking; until the caller commits, readers
         keep the old knowledge base, and a crash keeps it too.
+
+        ``repair`` (``rag check --repair``) keeps every row and rebuilds what derives from them
+        at the next commit: the manifest (from ``repair.manifest`` when the stored one does not
+        read), the BM25 index, ``manifest.json``, and with ``repair.vectors`` an empty FAISS index
+        for :meth:`restore_vectors` to refill. ``config`` must then describe the knowledge base
+        as built (``rag.check.config_as_built``).
         """
         directory.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(directory)
@@ -471,7 +526,14 @@ class KnowledgeBaseWriter:
             connection = _connect(directory, read_only=False)
             connection.executescript(_SCHEMA)
             _add_missing_columns(connection)
-            stored = _read_manifest(connection, directory)
+            try:
+                stored = read_manifest(connection, directory)
+            except KnowledgeBaseDamagedError:
+                if repair is None or repair.manifest is None:
+                    raise
+                stored = None
+            if repair is not None and repair.manifest is not None:
+                stored = repair.manifest
             if stored is not None and not reindex:
                 stored.check_embedding(config.embedding.model, directory)
                 stored.check_indexing(config, directory)
@@ -483,10 +545,14 @@ class KnowledgeBaseWriter:
             generation = stored.generation if stored is not None else 0
             _remove_stale_files(directory, stored)
             connection.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-            if stored is None or reindex:
+            if stored is None or reindex or (repair is not None and repair.vectors):
                 index = FaissIndex.create(dimension, config.index)
             else:
-                index = FaissIndex.read(directory / index_file_name(generation), config.index)
+                try:
+                    # A repair recounts the manifest: its counts are not the file's measure then.
+                    index = read_index(directory, stored, config, counted=repair is None)
+                except FileNotFoundError:
+                    raise damaged(directory, f"{index_file_name(generation)}, its current index, is missing") from None
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 embedding_model=config.embedding.model,
@@ -498,7 +564,7 @@ class KnowledgeBaseWriter:
                 index_kind=config.index.kind,
                 index_structure=index.structure,
                 generation=generation,
-                keyword_generation=_current_keyword_generation(directory, stored, reindex),
+                keyword_generation=_current_keyword_generation(directory, stored, reindex or repair is not None),
             )
             connection.execute("BEGIN IMMEDIATE")
             writer = cls(directory, connection, lock, manifest, index)
@@ -506,6 +572,9 @@ class KnowledgeBaseWriter:
             if reindex:
                 connection.execute("DELETE FROM chunks")
                 writer._dirty = writer._index_changed = True
+            if repair is not None:
+                writer._dirty = True
+                writer._index_changed = repair.vectors
             return writer
         except BaseException:
             lock.close()
@@ -600,6 +669,29 @@ class KnowledgeBaseWriter:
         )
         self.index.add(np.array([c.id for c in chunks], dtype=np.int64), vectors)
         self._dirty = self._index_changed = True
+
+    def restore_vectors(
+        self, embed: Callable[[list[str]], Vectors], batch: int, progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Give every stored chunk of a document its vector again, embedding the text it was
+        embedded with (its stored header, or its document's for chunks stored before headers
+        were). For a writer opened with ``RepairPlan(vectors=True)``; returns the chunks done."""
+        headers = {
+            document_id: context_for(self.manifest.chunk_context, title, source)
+            for document_id, title, source in self._db.execute("SELECT id, title, source FROM documents")
+        }
+        rows = self._db.execute(
+            "SELECT id, document_id, text, context FROM chunks WHERE document_id IN (SELECT id FROM documents) "
+            "ORDER BY id"
+        ).fetchall()
+        for start in range(0, len(rows), batch):
+            part = rows[start : start + batch]
+            texts = [indexed_text(headers[doc] if context is None else context, text) for _, doc, text, context in part]
+            self.index.add(np.array([row[0] for row in part], dtype=np.int64), embed(texts))
+            if progress is not None:
+                progress(start + len(part), len(rows))
+        self._dirty = self._index_changed = True
+        return len(rows)
 
     def remove_document(self, document_id: str) -> None:
         self._delete_document_rows(document_id)

@@ -4,7 +4,7 @@ for the crash tests to kill.
 It is the real job (``ingest.job.run_ingest``) on real files with the real SQLite and FAISS,
 embedding with :class:`tests.fakes.FakeEmbedder` (a fake: the model is not what a crash test
 tests, and a real one would cost seconds per process). Every batch is a few chunks and every
-batch is committed, so a small folder makes many commits. ``RAG_CRASH_AT`` (rag/faults.py)
+batch is committed, so a small folder makes many commits. ``RAGTEST_CRASH_AT`` (rag/faults.py)
 picks where it dies; the line ``running`` on stdout says the imports are done.
 """
 

@@ -2,15 +2,19 @@
 
 Good files: :func:`make_pdf` (text pages, optional title, page labels, encryption) and
 :func:`make_docx`. Bad files: :func:`make_truncated_pdf`, :func:`make_corrupt_pdf`,
-:func:`make_fake_pdf`, :func:`make_binary_txt`. Every maker writes ``path`` (creating its
-parent directory) and returns it.
+:func:`make_fake_pdf`, :func:`make_binary_txt`. Hostile files (small on disk, costly to load):
+:func:`make_many_pages_pdf`, :func:`make_content_bomb_pdf`, :func:`make_docx_bomb`,
+:func:`make_billion_laughs_docx`, :func:`make_billion_laughs_html`. Every maker writes ``path``
+(creating its parent directory) and returns it.
 """
 
 from __future__ import annotations
 
 import io
 import random
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import docx
@@ -164,4 +168,130 @@ def make_statement_pdf(
             pdf.cell(90 if position == 0 else 30, 6, text, align="L" if position == 0 else "R")
         y += 6
     path.write_bytes(bytes(pdf.output()))
+    return path
+
+
+# --- hostile files: each is small on disk and costly (or endless) to load ---------------------
+
+
+def _raw_pdf(objects: Sequence[bytes]) -> bytes:
+    """A PDF of ``objects`` (object n is ``objects[n - 1]``, the catalog first), with a correct
+    cross-reference table: for structures fpdf2 cannot draw."""
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+_FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+
+
+def _page(contents: int) -> bytes:
+    return b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> " + (
+        b"/Contents %d 0 R >>" % contents
+    )
+
+
+def _stream(data: bytes, *, deflated: bool = False) -> bytes:
+    return b"<< /Length %d%s >>\nstream\n%s\nendstream" % (
+        len(data),
+        b" /Filter /FlateDecode" if deflated else b"",
+        data,
+    )
+
+
+def make_many_pages_pdf(path: Path | str, pages: int) -> Path:
+    """A PDF of ``pages`` pages, each with one line of its own text ("Page 7 of the appendix ...")."""
+    path = _prepare(path)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", _FONT]
+    kids = []
+    for number in range(1, pages + 1):
+        text = b"BT /F1 12 Tf 72 720 Td (Page %d of the appendix lists item %d) Tj ET" % (number, number * 7)
+        objects.append(_stream(text))
+        objects.append(_page(len(objects)))
+        kids.append(b"%d 0 R" % len(objects))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), pages)
+    path.write_bytes(_raw_pdf(objects))
+    return path
+
+
+def make_content_bomb_pdf(path: Path | str, text_objects: int) -> Path:
+    """A two-page PDF of about 100 KB per million ``text_objects``: page 1 says "Hello readable
+    page"; page 2's content stream inflates to ``text_objects`` tiny text objects (35 bytes each),
+    each of which PDFium builds an object for: a million take several seconds and about 500 MB."""
+    path = _prepare(path)
+    operation = b"BT /F1 12 Tf 72 720 Td (lol) Tj ET\n"
+    block = operation * 10_000
+    compressor = zlib.compressobj(9)
+    deflated = b"".join(compressor.compress(block) for _ in range(max(text_objects // 10_000, 1)))
+    deflated += compressor.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [5 0 R 7 0 R] /Count 2 >>",
+        _FONT,
+        _stream(b"BT /F1 12 Tf 72 720 Td (Hello readable page) Tj ET"),
+        _page(4),
+        _stream(deflated, deflated=True),
+        _page(6),
+    ]
+    path.write_bytes(_raw_pdf(objects))
+    return path
+
+
+_W_NAMESPACE = b'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+LAUGHS_PAYLOAD = "lol" * 10  # what one expansion of the innermost entity would give, ten times over
+
+
+def billion_laughs_doctype(root: str) -> bytes:
+    """A DOCTYPE whose entity ``&lol9;`` expands to 10**9 "lol"s (3 GB)."""
+    entities = [b'<!ENTITY lol0 "lol">'] + [
+        b'<!ENTITY lol%d "%s">' % (level, b"&lol%d;" % (level - 1) * 10) for level in range(1, 10)
+    ]
+    return b"<!DOCTYPE %s [%s]>" % (root.encode(), b"".join(entities))
+
+
+def _docx_with_body(path: Path, parts: Iterable[bytes]) -> Path:
+    """A real .docx (python-docx's default package) whose ``word/document.xml`` is ``parts``
+    joined, written piece by piece (so hundreds of MB never sit in memory at once)."""
+    template = io.BytesIO()
+    docx.Document().save(template)
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for info in source.infolist():
+            if info.filename == "word/document.xml":
+                with out.open("word/document.xml", "w", force_zip64=True) as part:
+                    for piece in parts:
+                        part.write(piece)
+            else:
+                out.writestr(info, source.read(info.filename))
+    return path
+
+
+def make_docx_bomb(path: Path | str, inflated_mb: int) -> Path:
+    """A valid .docx of a few hundred KB whose document part inflates to ``inflated_mb`` MB
+    (one paragraph of zeros)."""
+    path = _prepare(path)
+    zeros = b"0" * (1 << 20)
+    head = b'<?xml version="1.0"?><w:document %s><w:body><w:p><w:r><w:t>' % _W_NAMESPACE
+    tail = b"</w:t></w:r></w:p></w:body></w:document>"
+    return _docx_with_body(path, [head, *(zeros for _ in range(inflated_mb)), tail])
+
+
+def make_billion_laughs_docx(path: Path | str) -> Path:
+    """A .docx whose document part declares "billion laughs" entities and uses ``&lol9;``."""
+    path = _prepare(path)
+    body = b"<w:document %s><w:body><w:p><w:r><w:t>Kept words &lol9; end</w:t></w:r></w:p></w:body></w:document>"
+    return _docx_with_body(path, [b'<?xml version="1.0"?>', billion_laughs_doctype("w:document"), body % _W_NAMESPACE])
+
+
+def make_billion_laughs_html(path: Path | str) -> Path:
+    """An (X)HTML file that declares "billion laughs" entities and uses ``&lol9;`` in its text."""
+    path = _prepare(path)
+    body = b"<html><head><title>Laughs</title></head><body><p>Kept words &lol9; end</p></body></html>"
+    path.write_bytes(b'<?xml version="1.0"?>' + billion_laughs_doctype("html") + body)
     return path

@@ -10,7 +10,9 @@ own ``st.session_state``.
 from __future__ import annotations
 
 import argparse
-import hmac
+import hashlib
+import math
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +22,10 @@ import streamlit as st
 
 from rag.config import AppConfig, load_config, parse_assignments
 from rag.errors import RagError
+from ui.auth import PasswordThrottle, check_password
 from ui.chat_page import render_chat
 from ui.eval_page import render_evaluation
+from ui.render import markdown_literal
 from ui.service import ChatService
 
 
@@ -47,18 +51,38 @@ def chat_service(_config: AppConfig, key: str) -> ChatService:
     return service
 
 
+@st.cache_resource
+def password_throttle() -> PasswordThrottle:
+    """The one throttle of this process: every session's failures count towards its limit."""
+    return PasswordThrottle()
+
+
 def password_gate(config: AppConfig) -> bool:
-    """True when the page may be shown: no password is configured, or this session gave it."""
+    """True when the page may be shown: no password is configured, or this session gave it.
+
+    Wrong passwords are throttled (:class:`ui.auth.PasswordThrottle`): after 5 in a session, or
+    20 in the process, further ones are refused for a growing delay. A value is checked once:
+    reruns while it stays in the box do not count again."""
     secret = config.ui.password
     state: Any = st.session_state
     if secret is None or state.get("authenticated"):
         return True
     st.title("Ask your documents")
+    throttle = password_throttle()
+    session = state.setdefault("auth_session", secrets.token_urlsafe(16))
     given = st.text_input("Password", type="password", key="password")
-    if given:
-        if hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+    digest = hashlib.sha256(given.encode()).digest()  # what was last checked, not the password itself
+    if given and digest != state.get("password_checked"):
+        outcome = check_password(given, secret.get_secret_value(), throttle, session)
+        if outcome == "accepted":
             state.authenticated = True
             st.rerun()
+        if outcome == "wrong":
+            state.password_checked = digest
+    wait = throttle.retry_after(session)
+    if wait > 0:
+        st.error(f"Too many wrong passwords. Try again in {math.ceil(wait)} s.")
+    elif given:
         st.error("Wrong password.")
     return False
 
@@ -77,7 +101,7 @@ def main(argv: Sequence[str]) -> None:
         try:
             service = chat_service(config, config.model_dump_json())
         except RagError as exc:
-            st.error(str(exc))
+            st.error(markdown_literal(str(exc)))
             return
         render_chat(service)
 

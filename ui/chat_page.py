@@ -6,6 +6,7 @@ All document text and model output goes through :mod:`ui.render`, which escapes 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from typing import Any
 import streamlit as st
 
 from ingest.progress import FileEvent, describe
-from rag.errors import RagError
+from rag.errors import KnowledgeBaseError, RagError, damaged
 from rag.pipeline import AnswerDelta
+from rag.store import DB_NAME
 from rag.types import Answer, Citation, ScoredChunk
 from ui.pdf_pages import PageRenderError, render_pdf_page
 from ui.render import (
@@ -41,12 +43,24 @@ class Turn:
 
     question: str
     answer: Answer | None = None
-    error: str | None = None
+    error: str | None = None  # Markdown: our own messages, or an error's words escaped
     notes: list[str] = field(default_factory=list)
 
 
 def render_chat(service: ChatService) -> None:
-    """The whole chat page for one script run of one browser session."""
+    """The whole chat page for one script run of one browser session.
+
+    A damaged knowledge base is one line on the page, the line `rag` prints (it names the damage
+    and `rag check --repair`), never a stack trace."""
+    try:
+        _render_chat(service)
+    except KnowledgeBaseError as exc:
+        st.error(markdown_literal(str(exc)))
+    except sqlite3.DatabaseError as exc:
+        st.error(markdown_literal(str(damaged(service.config.kb_dir, f"{DB_NAME}: {exc}"))))
+
+
+def _render_chat(service: ChatService) -> None:
     state: Any = st.session_state
     if "turns" not in state:
         state.turns = []
@@ -90,7 +104,7 @@ def _stream_answer(service: ChatService, turn: Turn, settings: ChatSettings) -> 
             else:
                 turn.answer = event
     except RagError as exc:
-        turn.error = str(exc)
+        turn.error = markdown_literal(str(exc))  # its words may quote a file name or a document
         placeholder.error(turn.error)
         return
     assert turn.answer is not None
@@ -174,7 +188,7 @@ def _passage_card(service: ChatService, hit: ScoredChunk, key: str) -> None:
 def _source(view: SourceView | None, quote: str, source: str, key: str) -> None:
     """The page the passage is on: picture and text for a PDF, the text around it otherwise."""
     if view is None:
-        st.warning(f"{file_name(source)} has changed or been removed since this answer was written.")
+        st.warning(f"{markdown_literal(file_name(source))} has changed or been removed since this answer was written.")
         return
     text = view.page.text
     if view.is_pdf and view.page.number is not None:
@@ -183,7 +197,7 @@ def _source(view: SourceView | None, quote: str, source: str, key: str) -> None:
             try:
                 st.image(_page_png(str(view.path), view.document.content_hash, view.page.number, quote))
             except PageRenderError as exc:
-                st.warning(str(exc))
+                st.warning(markdown_literal(str(exc)))
         with words:
             marked = highlight_html(text, view.start, view.end)
             st.html(f'<div style="max-height: 640px; overflow-y: auto;">{marked}</div>')
@@ -198,7 +212,7 @@ def _download(view: SourceView, key: str) -> None:
         st.caption(f"The file is no longer at {markdown_literal(str(path))}.")
         return
     st.download_button(
-        f"Download {file_name(str(path))}",
+        f"Download {markdown_literal(file_name(str(path)))}",
         data=path.read_bytes,  # read only when clicked
         file_name=path.name,
         mime=view.document.mime_type,
@@ -287,7 +301,7 @@ def _uploads(service: ChatService) -> None:
         result = service.add_files([(f.name, f.getvalue()) for f in files], reporter)
     except RagError as exc:
         bar.empty()
-        st.error(str(exc))
+        st.error(markdown_literal(str(exc)))
         return
     bar.empty()
     for name, reason in result.rejected:
@@ -295,7 +309,7 @@ def _uploads(service: ChatService) -> None:
     summary = result.summary
     if summary is not None:
         for failure in summary.failed:
-            st.error(f"{markdown_literal(file_name(failure['path']))}: {failure['reason']}")
+            st.error(f"{markdown_literal(file_name(failure['path']))}: {markdown_literal(failure['reason'])}")
         st.success(
             f"Added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}; "
             f"{summary.new_chunks} new passages in {summary.seconds:.1f} s."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from rag.config import AppConfig, load_config, parse_assignments
-from rag.errors import RagError
+from rag.errors import RagError, damaged
 from rag.types import Answer, ScoredChunk
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
@@ -47,10 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = commands.add_parser("ingest", parents=[common], help="add or update documents in a knowledge base")
-    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to ingest")
+    ingest.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="files or folders to ingest (none: only --reindex)"
+    )
     ingest.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
     ingest.add_argument("--reindex", action="store_true", help="re-embed everything (after a model or chunking change)")
     ingest.add_argument("--json", action="store_true", help="print one JSON summary object")
+
+    check = commands.add_parser(
+        "check", parents=[common], help="check a knowledge base for damage; --repair rebuilds what can be rebuilt"
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild the manifest, FAISS and BM25 indexes and manifest.json from the stored rows (deletes nothing)",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object")
 
     info = commands.add_parser("info", parents=[common], help="describe a knowledge base")
     info.add_argument("--json", action="store_true", help="print one JSON object")
@@ -128,11 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     err = Console(stderr=True, highlight=False)
+    config: AppConfig | None = None
     try:
         config = _config_from(args)
         handler = {
             "ingest": cmd_ingest,
             "info": cmd_info,
+            "check": cmd_check,
             "search": cmd_search,
             "ask": cmd_ask,
             "model": cmd_model,
@@ -142,6 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, config, err)
     except RagError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        return EXIT_USAGE
+    except sqlite3.DatabaseError as exc:
+        # Damage below the manifest (a torn or overwritten page of kb.sqlite) shows where a query
+        # touches it; one line, as for every damaged knowledge base, not a stack trace.
+        from rag.store import DB_NAME
+
+        where = config.kb_dir if config is not None else "(unknown)"
+        err.print(f"[red]error:[/red] {damaged(where, f'{DB_NAME}: {exc}')}", markup=True, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("interrupted: what was committed is kept; run the same command again to resume")
@@ -161,9 +184,11 @@ def _print_json(value: Any) -> None:
 
 def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     from ingest.job import run_ingest
-    from ingest.progress import IngestReporter, LineReporter, RichReporter
+    from ingest.progress import IngestReporter, LineReporter, RichReporter, shown_path, textless_note
     from rag.embedder import SentenceTransformerEmbedder
 
+    if not args.paths and not args.reindex:
+        raise UsageError("rag ingest needs a PATH (a file or folder), or --reindex to re-index what is stored")
     embedder = SentenceTransformerEmbedder(config.embedding)
     embedder.load()
     reporter: IngestReporter = RichReporter(err) if err.is_terminal else LineReporter(sys.stderr)
@@ -174,7 +199,11 @@ def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int
         if summary.failed:
             print(f"{len(summary.failed)} file(s) failed:")
             for failure in summary.failed:
-                print(f"  {failure['path']}: {failure['reason']}")
+                print(f"  {shown_path(failure['path'])}: {failure['reason']}")
+        if summary.pages_without_text:
+            print(f"{len(summary.pages_without_text)} file(s) have pages without text, stored empty:")
+            for textless in summary.pages_without_text:
+                print(f"  {shown_path(textless['path'])}: {textless_note(textless['of'], tuple(textless['pages']))}")
         if not summary.changed and not args.reindex:
             print(f"nothing changed: {summary.unchanged} file(s) already up to date")
         else:
@@ -188,6 +217,41 @@ def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int
             f"({summary.seconds:.1f} s)"
         )
     return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from rag.check import check_knowledge_base, repair_knowledge_base
+    from rag.embedder import SentenceTransformerEmbedder
+
+    if not args.repair:
+        report = check_knowledge_base(config.kb_dir, config)
+    else:
+        columns = ("embedding passages again", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("embed", total=None)
+            report = repair_knowledge_base(
+                config.kb_dir,
+                config,
+                lambda built: SentenceTransformerEmbedder(built.embedding),
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    if args.json:
+        _print_json(report.as_dict())
+        return EXIT_OK if report.whole else EXIT_PARTIAL
+    for line in report.repaired:
+        print(f"repaired   {line}")
+    for finding in report.findings:
+        print(f"{finding.level:<10} {finding.part}: {finding.problem}")
+        if finding.repair and finding.level != "note" and not args.repair:
+            print(f"{'':<10} rag check --repair will {finding.repair}")
+    for line in report.not_saved:
+        print(f"not saved  {line}")
+    problems = sum(f.level != "note" for f in report.findings)
+    verdict = "whole" if report.whole else f"{problems} problem(s)"
+    print(f"knowledge base {config.kb_dir}: {verdict}")
+    return EXIT_OK if report.whole else EXIT_PARTIAL
 
 
 def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:

@@ -50,7 +50,7 @@ def _read(path: Path) -> StoredRun | None:
     try:
         return _load(str(path), (path / "samples.jsonl").stat().st_mtime)
     except (EvalRunError, OSError) as exc:
-        st.warning(f"{markdown_literal(path.name)}: {exc}")
+        st.warning(f"{markdown_literal(path.name)}: {markdown_literal(str(exc))}")
         return None
 
 
@@ -178,7 +178,7 @@ def _question_detail(sample: dict[str, Any]) -> None:
     if gold:
         st.caption("Gold: " + markdown_literal("; ".join(gold)))
     if sample.get("error"):
-        st.error(str(sample["error"]))
+        st.error(markdown_literal(str(sample["error"])))
     if sample.get("answer") is not None:
         st.markdown("**Answer**" + (" (abstained)" if sample.get("abstained") else ""))
         st.html(answer_html(sample.get("answer") or ""))

@@ -18,10 +18,21 @@ from pathlib import PurePosixPath, PureWindowsPath
 from rag.citations import MARKER
 from rag.types import Citation
 
-# Every character Markdown (CommonMark plus GitHub's extensions) gives a meaning to.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$&:])")
+# Every ASCII punctuation character: CommonMark lets any of them be backslash-escaped, and
+# Markdown, GitHub's extensions and Streamlit's own (``:red[...]``, ``:material/...:``, ``$``)
+# give a meaning to most of them. Line breaks would start new blocks (headings, lists).
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 _UNSAFE_NAME_CHARS = re.compile(r"[^\w.\- ]+")
-_MAX_NAME_CHARS = 120
+# In UTF-8 bytes: file systems limit a name to 255 bytes, and the upload also needs room for
+# ``write_bytes_atomic``'s ``.<name>.partial`` and a ``-<n>`` when the name is taken.
+_MAX_NAME_BYTES = 120
+_MAX_SUFFIX_CHARS = 16
+# Names Windows gives to devices, with any extension: harmless on POSIX, but a knowledge base
+# (or a download of its files) may end up on Windows.
+_RESERVED_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{device}{n}" for device in ("COM", "LPT") for n in "123456789"]
+)
 
 TEXT_STYLE = "white-space: pre-wrap; line-height: 1.5;"
 MARK_STYLE = "background: #fde68a; color: inherit; padding: 0 1px; border-radius: 2px;"
@@ -31,8 +42,9 @@ UNVERIFIED_TITLE = "Unverified: no passage supports this sentence"
 
 
 def markdown_literal(text: str) -> str:
-    """``text`` escaped so that Streamlit's Markdown shows it character for character."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    """``text`` escaped so that Streamlit's Markdown shows it character for character, on one
+    line: for labels, captions and messages that hold a file name, a path or an error's words."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", text))
 
 
 def answer_html(text: str, unverified: Sequence[tuple[int, int]] = ()) -> str:
@@ -120,15 +132,21 @@ def file_name(path: str) -> str:
 
 def sanitize_filename(name: str) -> str:
     """A safe file name for an upload: the base name only (no folders, so nothing can be
-    written outside the upload folder), NFKC-normalised, characters other than letters, digits,
-    ``.``, ``-``, ``_`` and space replaced by ``_``, no leading dots (no hidden files), at most
-    120 characters with the extension kept. An empty result becomes ``upload``."""
-    base = PureWindowsPath(PurePosixPath(name.replace("\x00", "")).name).name
-    base = unicodedata.normalize("NFKC", base)
-    base = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".").strip()
+    written outside the upload folder), NFKC-normalised first (so look-alikes such as ``．．／``
+    are the ``../`` they stand for, and are cut as such), characters other than letters, digits,
+    ``.``, ``-``, ``_`` and space replaced by ``_``, no leading dots (no hidden files, no ``..``),
+    no trailing dots or spaces, a Windows device name (``CON``, ``NUL``, ``COM1``...) prefixed with
+    ``_``, and at most 120 UTF-8 bytes with the extension (at most 16 characters) kept. An empty
+    result becomes ``upload``."""
+    name = unicodedata.normalize("NFKC", name.replace("\x00", ""))
+    base = PureWindowsPath(PurePosixPath(name).name).name
+    base = _UNSAFE_NAME_CHARS.sub("_", base).strip().lstrip(".").rstrip(". ")
     stem, dot, suffix = base.rpartition(".")
     if not dot:
         stem, suffix = base, ""
-    suffix = suffix[:16]
-    stem = stem[: _MAX_NAME_CHARS - len(suffix) - 1].rstrip() or "upload"
+    suffix = suffix[:_MAX_SUFFIX_CHARS]
+    room = _MAX_NAME_BYTES - len(suffix.encode()) - 1
+    stem = stem.encode()[:room].decode(errors="ignore").rstrip(". ") or "upload"
+    if stem.split(".")[0].rstrip().upper() in _RESERVED_NAMES:
+        stem = f"_{stem}"
     return f"{stem}.{suffix}" if suffix else stem

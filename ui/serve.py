@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rag.config import AppConfig, child_environment
-from rag.server import ModelServer
+from rag.server import ModelServer, is_loopback
 
 APP = Path(__file__).with_name("app.py")
 
@@ -30,15 +29,6 @@ def streamlit_command(config: AppConfig, host: str, port: int, app_arguments: Se
         "--client.toolbarMode", "viewer",
         "--", *app_arguments,
     ]  # fmt: skip
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(config: AppConfig, host: str, port: int, app_arguments: Sequence[str], err: Console) -> int:

@@ -33,7 +33,7 @@ from rag.models import resolve_generator_location
 from rag.pipeline import AnswerDelta, Pipeline, build_citer, prompt_builder
 from rag.prompt import ChatTokenizer, HuggingFaceChatTokenizer
 from rag.retriever import CrossEncoderReranker, CrossEncoderScorer, Retriever, assemble_retriever
-from rag.server import ModelServer, is_healthy
+from rag.server import ModelServer, api_key, is_healthy
 from rag.store import KnowledgeBase, RunInfo
 from rag.types import Answer, Chunk, Document, Page
 from ui.render import sanitize_filename
@@ -111,7 +111,7 @@ class UploadResult:
 def server_readiness(config: AppConfig) -> str | None:
     """None when the configured model server answers; else what to tell the user."""
     host, port = config.generator.host, config.generator.port
-    if is_healthy(host, port):
+    if is_healthy(host, port, key=api_key(config)):
         return None
     status = ModelServer(config).status()
     if status.running:
@@ -281,19 +281,30 @@ class ChatService:
         if not saved:
             return UploadResult(saved, rejected, None)
         assert self._embedder is not None, "call load() first"
-        # A handful of files: loading them in this process is quicker than starting workers.
-        config = self.config.model_copy(update={"ingest": self.config.ingest.model_copy(update={"workers": 0})})
+        # An upload is the least trusted input there is: it is loaded in one worker process under
+        # ingest.file_timeout_s and ingest.file_memory_mb, so a zip bomb or a PDF that never ends
+        # fails alone instead of taking the page's process with it. Starting the worker costs
+        # 1.5-3 s per upload on 2 cores.
+        config = self.config.model_copy(update={"ingest": self.config.ingest.model_copy(update={"workers": 1})})
         summary = run_ingest(saved, config, self._embedder, reporter)
         return UploadResult(saved, rejected, summary)
 
 
 def _store_upload(directory: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` as ``directory/name`` (or ``stem-2.ext``... when taken by other content)."""
+    """Write ``data`` as ``directory/name`` (or ``stem-2.ext``... when taken by other content).
+
+    ``name`` must be a bare file name (:func:`ui.render.sanitize_filename`). A symbolic link or
+    anything but a regular file at a name counts as taken: it is never written through, read,
+    or handed to ingestion, so the stored file is always inside ``directory``."""
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise ValueError(f"not a bare file name: {name!r}")
     directory.mkdir(parents=True, exist_ok=True)
     stem, suffix = Path(name).stem, Path(name).suffix
     digest = hashlib.sha256(data).digest()
     for attempt in range(1, 10_000):
         target = directory / (name if attempt == 1 else f"{stem}-{attempt}{suffix}")
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            continue
         if target.exists():
             if hashlib.sha256(target.read_bytes()).digest() == digest:
                 return target

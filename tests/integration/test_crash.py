@@ -3,7 +3,7 @@ state on disk, then at random moments.
 
 Each case runs ``python -m tests.crashrun`` (the real job, real files, real SQLite and FAISS,
 the fake embedder: the model is not what is tested) and kills it with SIGKILL, either at a named
-crash point (``RAG_CRASH_AT``, rag/faults.py: the steps inside a commit last milliseconds, and
+crash point (``RAGTEST_CRASH_AT``, rag/faults.py: the steps inside a commit last milliseconds, and
 timing alone does not land there) or after a random delay (seeded; the seed is in the test id).
 After the kill, the knowledge base must open with SQLite and FAISS agreeing one to one, and a
 re-run must (a) not redo the files that were committed before the kill and (b) end equal to a
@@ -32,16 +32,17 @@ from typing import Any
 import pytest
 
 from ingest.job import IngestSummary, run_ingest
+from rag.check import check_knowledge_base
 from rag.errors import KnowledgeBaseNotFoundError
 from rag.faults import CRASH_ENV, CRASH_POINTS
 from rag.manifest import Manifest
 from rag.store import MANIFEST_NAME, KnowledgeBase
 from tests.crashrun import crash_config
 from tests.fakes import FakeEmbedder
+from tests.integration.cli import REPO, clean_environment
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 QUERIES = ("river delta sediment", "report 3 measured value", "glacier ice core", "harbour crane")
 TOPICS = ("river delta sediment", "glacier ice core", "harbour crane", "desert dune", "forest canopy", "coral reef")
 
@@ -57,7 +58,7 @@ def _write_docs(folder: Path, names: range, edition: int = 0) -> None:
 
 
 def _run(kb: Path, docs: Path, crash: str | None = None, prune: bool = False) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV and not k.startswith("RAG_")}
+    env = clean_environment()
     if crash is not None:
         env[CRASH_ENV] = crash
     command = [sys.executable, "-m", "tests.crashrun", str(kb), str(docs), *(["--prune"] if prune else [])]
@@ -148,6 +149,9 @@ def _prepare(tmp_path: Path, scenario: str) -> tuple[Path, Path]:
 
 def _check_recovery(kb: Path, docs: Path, scenario: str, clean: dict[str, Any]) -> None:
     committed = _committed(kb)
+    if kb.exists():
+        report = check_knowledge_base(kb, crash_config(kb))
+        assert report.whole, f"rag check after the kill: {report.findings}"
     files = {str(p): p for p in docs.iterdir()}
     # A file whose committed content is its content now must not be redone.
     done = {s for s, digest in committed.items() if s in files and _sha256(files[s]) == digest}
@@ -156,6 +160,7 @@ def _check_recovery(kb: Path, docs: Path, scenario: str, clean: dict[str, Any]) 
     assert resumed.unchanged == len(done), "files committed before the kill are not redone"
     assert resumed.added + resumed.updated == len(files) - len(done)
     assert _state(kb) == clean[scenario]
+    assert check_knowledge_base(kb, crash_config(kb)).findings == [], "nothing left for rag check to note"
 
 
 def _sha256(path: Path) -> str:
@@ -185,7 +190,7 @@ def test_killed_at_a_named_step_recovers(
     _check_recovery(kb, docs, scenario, clean)
 
 
-SWEEP_SEED = int(os.environ.get("RAG_CRASH_SEED", "20261202"))
+SWEEP_SEED = int(os.environ.get("RAGTEST_CRASH_SEED", "20261202"))
 
 
 @pytest.mark.parametrize("scenario", ["first", "second"])

@@ -18,6 +18,7 @@ import pytest
 
 from ingest.job import run_ingest
 from rag.config import AppConfig, load_config
+from rag.faults import CRASH_ENV
 from rag.store import KnowledgeBase
 from tests.filefactory import (
     make_binary_txt,
@@ -242,6 +243,50 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
         assert a.stats().chunks == b.stats().chunks == clean.chunks
         assert sorted(a.load_index(config).ids().tolist()) == sorted(b.load_index(clean_config).ids().tolist())
         assert a.stats().last_run is not None and a.stats().last_run.status == "completed"  # type: ignore[union-attr]
+
+
+def test_killed_inside_a_commit_with_the_real_model_checks_whole_and_resumes(
+    tmp_path: Path, real_embedder: Any
+) -> None:
+    """End to end with the real model: `rag ingest` killed between its third SQLite commit and
+    manifest.json (rag/faults.py), then `rag check`, then `rag ingest` again, all as a user runs them."""
+    docs = tmp_path / "docs"
+    _write_many_notes(docs, 6)
+    kb = tmp_path / "kb"
+    settings = [
+        "--set",
+        "ingest.commit_seconds=0.01",
+        "--set",
+        "ingest.embed_batch_chunks=4",
+        "--set",
+        "ingest.workers=0",
+    ]
+    command = [sys.executable, "-m", "ui.cli", "ingest", str(docs), "--kb", str(kb), *settings]
+    env = {**clean_environment(), CRASH_ENV: "sqlite-committed:3"}
+    killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    check = rag("check", "--kb", str(kb), "--json")
+    report = json.loads(check.stdout)
+    assert check.returncode == 0 and report["whole"], report
+    with KnowledgeBase.open(kb, _config(kb)) as opened:
+        survived = opened.stats().documents
+    assert 0 < survived < 6
+
+    resumed = rag("ingest", str(docs), "--kb", str(kb), "--json", *settings)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert (summary["unchanged"], summary["added"]) == (survived, 6 - survived)
+    assert json.loads(rag("check", "--kb", str(kb), "--json").stdout)["findings"] == []
+
+    clean_config = _config(tmp_path / "clean")
+    run_ingest([docs], clean_config, real_embedder)
+    with KnowledgeBase.open(kb, _config(kb)) as a, KnowledgeBase.open(clean_config.kb_dir, clean_config) as b:
+        assert sorted(c.id for c, _ in a.all_chunks()) == sorted(c.id for c, _ in b.all_chunks())
+        query = real_embedder.embed_queries(["the team measured value 304 in the field"])
+        hits_a = a.search(a.load_index(_config(kb)), query, 5)[0]
+        hits_b = b.search(b.load_index(clean_config), query, 5)[0]
+        assert [(h.chunk.id, round(h.score, 4)) for h in hits_a] == [(h.chunk.id, round(h.score, 4)) for h in hits_b]
 
 
 def test_model_mismatch_tells_how_to_reindex(corpus: Path, tmp_path: Path, real_embedder: Any) -> None:

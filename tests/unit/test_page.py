@@ -4,6 +4,7 @@ a real browser over the real model is tests/integration/test_page_browser.py."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def test_an_answer_with_a_citation_card_on_its_page(config: AppConfig) -> None:
     # Inside the card: the quoted words marked in the page's text.
     assert '<mark class="rag-quote"' in _html(app) and "paid vacation per calendar year" in _html(app)
     downloads = [element.proto.label for element in app.get("download_button")]  # type: ignore[attr-defined]
-    assert "Download handbook.pdf" in downloads
+    assert "Download handbook\\.pdf" in downloads  # a label is Markdown: the name is escaped
     assert "fake/generator" in " ".join(caption.value for caption in app.caption)
     # The prompt the generator saw numbers the passages; the first is the handbook's page 2.
     assert "[1] handbook.pdf, page 2" in generator.prompts[0].text
@@ -257,3 +258,16 @@ def test_password_gate(make_config: Any) -> None:
     assert [s.value for s in app.success] == ["inside"]
     open_page = AppTest.from_function(gated, kwargs={"config": make_config()}, default_timeout=30).run()
     assert [s.value for s in open_page.success] == ["inside"] and not open_page.text_input
+
+
+def test_a_damaged_knowledge_base_is_one_line_naming_the_repair(config: AppConfig) -> None:
+    next(config.kb_dir.glob("index-*.faiss")).unlink()
+    service, _ = _service(config, "unused")
+    app = _ask(_app(service), "How many vacation days?")
+    errors = [element.value for element in app.error]
+    assert any("is damaged" in e and "rag check \\-\\-repair" in e for e in errors), errors
+
+    with sqlite3.connect(config.kb_dir / "kb.sqlite") as db:
+        db.execute("UPDATE meta SET value = '{}' WHERE key = 'manifest'")
+    app = _app(_service(config, "unused")[0])  # a new page process: the manifest is read on open
+    assert [e.value for e in app.error] and "manifest" in app.error[0].value and not app.exception
