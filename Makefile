@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-eval clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval clean
 
 install: $(STAMP)
 
@@ -78,6 +78,10 @@ bench-retrieve: install
 
 bench-page: install
 	$(BIN)/python bench/page.py
+
+# Not part of `bench`: 8 sessions for 5 minutes, with an upload and an ingest landing mid-run.
+bench-soak: install
+	$(BIN)/python bench/soak.py
 
 bench-eval: install
 	$(BIN)/python bench/eval.py

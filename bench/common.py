@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts ``bench/ingest.py``, ``bench/generate.py`` and ``bench/retrieve.py``.
+"""Helpers shared by the benchmark scripts (``bench/ingest.py``, ``bench/generate.py``, ``bench/retrieve.py``,
+``bench/page.py``, ``bench/soak.py`` and the rest).
 
 Run as ``python bench/<script>.py``, Python puts ``bench/`` first on ``sys.path``, so the scripts
 import this module as ``common`` (at the top, before ``use_repository_packages`` moves ``bench/``
@@ -18,10 +19,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rag.types import Answer
+    from ui.service import ChatService, ChatSettings
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -128,6 +134,34 @@ def samples_knowledge_base(root: Path, overrides: dict[str, Any]) -> tuple[Any, 
     return config, embedder
 
 
+@dataclass(frozen=True, slots=True)
+class TimedAnswer:
+    """One answer through the page's code path: seconds to the first streamed piece (retrieval
+    included; the total when nothing streamed) and to the cited answer, and the answer."""
+
+    first_token_s: float
+    total_s: float
+    answer: Answer
+
+
+def timed_answer(service: ChatService, settings: ChatSettings, question: str) -> TimedAnswer:
+    """Ask ``question`` as the page does (``ChatService.stream``) and time the answer."""
+    from rag.pipeline import AnswerDelta
+
+    started = time.perf_counter()
+    first: float | None = None
+    answer: Answer | None = None
+    for event in service.stream(question, settings):
+        if isinstance(event, AnswerDelta):
+            first = first if first is not None else time.perf_counter() - started
+        else:
+            answer = event
+    total = time.perf_counter() - started
+    if answer is None:
+        raise RuntimeError(f"the stream for {question!r} ended without an answer")
+    return TimedAnswer(first if first is not None else total, total, answer)
+
+
 # --- measuring ------------------------------------------------------------------------------
 
 
@@ -164,6 +198,28 @@ def process_tree_cpu_seconds(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
+    return total
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` plus its descendants alive now, in bytes (0 once it is gone).
+
+    Pages shared between the processes (libraries, fork-inherited memory) are counted in each,
+    so the sum overstates the tree's footprint; it is for watching growth over time.
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += int(process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            continue
     return total
 
 
