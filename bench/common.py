@@ -186,19 +186,25 @@ def process_tree_cpu_seconds(pid: int) -> float:
     it starts a model server or vLLM's engine process, which are not waited-for children."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
     total = 0.0
-    for process in processes:
+    for process in _process_tree(pid):
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
         total += times.user + times.system
     return total
+
+
+def _process_tree(pid: int) -> list[Any]:
+    """Process ``pid`` and its descendants alive now (none once it is gone), as psutil processes."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def process_tree_rss_bytes(pid: int) -> int:
@@ -209,13 +215,8 @@ def process_tree_rss_bytes(pid: int) -> int:
     """
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
     total = 0
-    for process in processes:
+    for process in _process_tree(pid):
         try:
             total += int(process.memory_info().rss)
         except psutil.NoSuchProcess:

@@ -46,6 +46,7 @@ from common import (
     publish,
     samples_knowledge_base,
     section_start,
+    timed_answer,
     use_repository_packages,
 )
 
@@ -53,9 +54,7 @@ use_repository_packages()
 
 from eval.metrics import percentile  # noqa: E402
 from rag.config import AppConfig  # noqa: E402
-from rag.pipeline import AnswerDelta  # noqa: E402
 from rag.server import ModelServer  # noqa: E402
-from rag.types import Answer  # noqa: E402
 from ui.service import ChatService, ChatSettings  # noqa: E402
 
 HEADING = "## Web page: time to first token and to the answer"
@@ -74,17 +73,8 @@ QUESTIONS = [
 
 
 def ask(service: ChatService, settings: ChatSettings, question: str) -> dict[str, float]:
-    started = time.perf_counter()
-    first: float | None = None
-    answer: Answer | None = None
-    for event in service.stream(question, settings):
-        if isinstance(event, AnswerDelta):
-            first = first if first is not None else time.perf_counter() - started
-        else:
-            answer = event
-    total = time.perf_counter() - started
-    assert answer is not None
-    return {"first_token_s": first if first is not None else total, "total_s": total, "chars": len(answer.raw_output)}
+    timed = timed_answer(service, settings, question)
+    return {"first_token_s": timed.first_token_s, "total_s": timed.total_s, "chars": len(timed.answer.raw_output)}
 
 
 def run_pass(

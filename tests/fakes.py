@@ -3,17 +3,19 @@
 ``FakeEmbedder`` hashes words into a small vector space: deterministic, instant, and close
 enough to real embeddings that texts sharing words score higher than texts that do not.
 ``FakeChatTokenizer`` counts words and renders a toy chat template; ``FakeGenerator`` returns
-canned answers and records which questions each call was given.
+canned answers and records which questions each call was given; ``RecordingReporter`` records what
+an ingestion run reports.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ingest.progress import FileEvent
 from rag.generator import Generation
 from rag.index import Vectors
 from rag.prompt import Message, Prompt
@@ -123,3 +125,27 @@ class FakeGenerator:
         words = self.generate([prompt])[0].text.split(" ")
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word
+
+
+class RecordingReporter:
+    """A fake ingest reporter: records what the job reports (the start's counts, each file's
+    event); ``on_start`` runs when the job starts loading, after discovery."""
+
+    def __init__(self, on_start: Callable[[], object] | None = None) -> None:
+        self.events: list[FileEvent] = []
+        self.started: tuple[int, int] | None = None
+        self._on_start = on_start
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self.started = (files, total_bytes)
+        if self._on_start is not None:
+            self._on_start()
+
+    def file_done(self, event: FileEvent) -> None:
+        self.events.append(event)
+
+    def message(self, text: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

@@ -18,9 +18,9 @@ import pytest
 from ingest.discovery import discover
 from ingest.job import IngestSummary, read_file, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS
-from ingest.progress import FileEvent, describe
+from ingest.progress import describe
 from rag.store import KnowledgeBase
-from tests.fakes import FakeEmbedder
+from tests.fakes import FakeEmbedder, RecordingReporter
 from tests.filefactory import (
     LAUGHS_PAYLOAD,
     make_billion_laughs_docx,
@@ -33,25 +33,6 @@ from tests.filefactory import (
 
 GOOD_TEXT = "Apples grow on trees in the orchard beside the river. " * 10
 PARENT_GROWTH_LIMIT = 200e6  # the bombs below need 350 MB and more: none of it may reach the parent
-
-
-class RecordingReporter:
-    def __init__(self, on_start: Any = None) -> None:
-        self.events: list[FileEvent] = []
-        self._on_start = on_start
-
-    def start(self, files: int, total_bytes: int) -> None:
-        if self._on_start is not None:
-            self._on_start()
-
-    def file_done(self, event: FileEvent) -> None:
-        self.events.append(event)
-
-    def message(self, text: str) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -11,29 +11,10 @@ import pytest
 from ingest.discovery import discover
 from ingest.job import IngestSummary, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader
-from ingest.progress import FileEvent
 from rag.errors import ManifestMismatchError
 from rag.store import KnowledgeBase
-from tests.fakes import FakeEmbedder
+from tests.fakes import FakeEmbedder, RecordingReporter
 from tests.filefactory import make_statement_pdf
-
-
-class RecordingReporter:
-    def __init__(self) -> None:
-        self.events: list[FileEvent] = []
-        self.started: tuple[int, int] | None = None
-
-    def start(self, files: int, total_bytes: int) -> None:
-        self.started = (files, total_bytes)
-
-    def file_done(self, event: FileEvent) -> None:
-        self.events.append(event)
-
-    def message(self, text: str) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @pytest.fixture
