@@ -136,8 +136,10 @@ def repair_knowledge_base(
             "again into a new directory"
         )
         return CheckReport(str(directory), before.report.findings, repaired, not_saved)
-    if before.manifest is None and not before.manifest_damaged and not before.chunk_ids:
-        return before.report  # nothing committed yet: nothing to rebuild
+    if not any(f.repair is not None for f in before.report.findings):
+        # Whole, or only what no rebuild changes (files gone, chunks without a document).
+        unsaved = [f"{f.part}: {f.problem}" for f in before.report.findings if f.level != "note"]
+        return CheckReport(str(directory), before.report.findings, [], unsaved)
 
     replacement: Manifest | None = None
     if before.manifest_damaged or before.manifest is None:

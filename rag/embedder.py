@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -118,9 +118,13 @@ class SentenceTransformerEmbedder:
         self._config = config
         self._model: SentenceTransformer | None = None
         self._tokenizer: HuggingFaceTokenizer | None = None
-        # A fast tokenizer raises "Already borrowed" when two threads use it at once, and the
-        # web page's sessions share this embedder: encodes take turns.
-        self._lock = threading.Lock()
+        # Every encode runs on this one thread, in turn (no thread starts until the first).
+        # Taking turns: a fast tokenizer raises "Already borrowed" when two threads use it at
+        # once, and the web page's sessions share this embedder. One thread: glibc gives each
+        # thread that allocates its own malloc arena, and an arena keeps the freed peak of the
+        # largest forward pass it ran; with the page's eight sessions encoding on their own
+        # threads its RSS grew by hundreds of MB (bench/RESULTS.md, "the page under load").
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
 
     @property
     def model_id(self) -> str:
@@ -184,12 +188,12 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         encode = model.encode_query if query else model.encode_document
-        with self._lock:
-            vectors = encode(
-                list(texts),
-                batch_size=self._config.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        vectors = self._encoder.submit(
+            encode,
+            list(texts),
+            batch_size=self._config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).result()
         return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -85,6 +85,10 @@ def test_a_whole_knowledge_base_checks_whole(built: tuple[AppConfig, dict[str, A
     config, _ = built
     report = check_knowledge_base(config.kb_dir, config)
     assert report.whole and report.findings == []
+    generation = _index_file(config).name
+    factory = CountingFactory()
+    assert _repair(config, factory).repaired == [] and factory.built == [], "nothing to repair: nothing rebuilt"
+    assert _index_file(config).name == generation
 
 
 @pytest.mark.parametrize(
