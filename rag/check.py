@@ -26,6 +26,7 @@ knowledge base as it found it (the commit is all or nothing); run it again.
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -194,7 +195,10 @@ def _no_texts(texts: list[str]) -> Any:
 def _inspect(directory: Path, config: AppConfig) -> _Inspection:
     if not (directory / DB_NAME).is_file():
         raise KnowledgeBaseNotFoundError(f"no knowledge base at {directory}")
-    with open(directory / LOCK_NAME, "a+") as lock:
+    # Shared: writers (ingests, uploads, a repair) wait until the check ends, and are told the
+    # knowledge base is in use. Opened for reading: a check creates and changes nothing.
+    lock_path = directory / LOCK_NAME
+    with open(lock_path if lock_path.is_file() else os.devnull, "rb") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -235,7 +239,7 @@ def _inspect_rows(directory: Path, config: AppConfig, db: sqlite3.Connection, se
         seen.manifest = read_manifest(db, directory)
     except KnowledgeBaseDamagedError as exc:
         seen.manifest_damaged = True
-        _add(seen, "error", f"{DB_NAME} (manifest)", str(exc).split(". See")[0], "rebuild it")
+        _add(seen, "error", f"{DB_NAME} (manifest)", exc.what, "rebuild it")
     seen.chunk_ids = {row[0] for row in db.execute("SELECT id FROM chunks")}
     seen.documents = documents = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
     orphans = db.execute("SELECT COUNT(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)").fetchone()
@@ -357,7 +361,8 @@ def _inspect_copy(directory: Path, manifest: Manifest, seen: _Inspection) -> Non
     path = directory / MANIFEST_NAME
     if not path.is_file() or (seen.copy is not None and seen.copy.generation < manifest.generation):
         # What a kill between the SQLite commit and the copy's rewrite leaves (the first commit's
-        # included); nothing reads the copy, and the next commit rewrites it.
+        # included); no command reads the copy (only a repair, for a lost manifest row), and the
+        # next commit rewrites it.
         problem = "the readable copy of the manifest is missing or of an earlier commit"
         _add(seen, "note", MANIFEST_NAME, problem, "write it again from " + DB_NAME)
         return
@@ -415,6 +420,10 @@ def _rebuilt_manifest(directory: Path, seen: _Inspection, config: AppConfig) -> 
         (int(p.stem.split("-")[1]) for p in directory.glob(INDEX_GLOB) if p.stem.split("-")[1].isdigit()),
         reverse=True,
     )
+    if seen.copy is not None:
+        # A file above the last commit the copy saw may be a killed run's, e.g. a `--reindex`
+        # with another model whose chunk ids match: never trusted without embedding again.
+        generations = [g for g in generations if g <= seen.copy.generation]
     base = base.model_copy(update={"documents": seen.documents, "chunks": len(seen.chunk_ids)})
     as_built = config_as_built(config, base)
     for generation in generations:

@@ -31,16 +31,19 @@ class KnowledgeBaseLockedError(KnowledgeBaseError):
 
 
 class KnowledgeBaseDamagedError(KnowledgeBaseError):
-    """A part of a knowledge base on disk is damaged: the message names the part and points to
-    ``rag check --repair``, which rebuilds what can be rebuilt from what is intact."""
+    """A part of a knowledge base on disk is damaged. The message, the one wording of every such
+    error, names the part (``what``) and points to ``rag check --repair``, which rebuilds what
+    can be rebuilt from what is intact."""
+
+    def __init__(self, directory: Path | str, what: str) -> None:
+        self.what = what
+        super().__init__(
+            f"knowledge base {directory} is damaged: {what}. See what can be rebuilt with "
+            f"`rag check --repair --kb {directory}`"
+        )
 
 
-def damaged(directory: Path | str, what: str) -> KnowledgeBaseDamagedError:
-    """The one wording of every damaged-knowledge-base error: what is wrong and the way back."""
-    return KnowledgeBaseDamagedError(
-        f"knowledge base {directory} is damaged: {what}. See what can be rebuilt with "
-        f"`rag check --repair --kb {directory}`"
-    )
+damaged = KnowledgeBaseDamagedError
 
 
 class ManifestMismatchError(KnowledgeBaseError):

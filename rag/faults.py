@@ -9,7 +9,7 @@ out-of-memory kill would: no ``finally`` block, no atexit handler, no flush.
 
 Unset (every real run), a crash point costs one dictionary lookup.
 
-The points, in the order a run reaches them (``tests/unit/test_crash_points.py`` kills a run
+The points, in the order a run reaches them (``tests/integration/test_crash.py`` kills a run
 at each one):
 
 - ``loaded``: a file's pages are extracted, before it is chunked.

@@ -220,6 +220,8 @@ def read_index(directory: Path, manifest: Manifest, config: AppConfig, *, counte
     try:
         index = FaissIndex.read(path, config.index)
     except RuntimeError:
+        if not path.is_file():  # a writer moved on and removed it while it was being read
+            raise FileNotFoundError(path) from None
         raise damaged(directory, f"{path.name} does not read as a FAISS index") from None
     if (len(index) if counted else manifest.chunks, index.dimension) != (manifest.chunks, manifest.dimension):
         raise damaged(
@@ -354,6 +356,7 @@ class KnowledgeBase:
     @contextmanager
     def _indexed_snapshot(self, config: AppConfig) -> Iterator[tuple[sqlite3.Connection, FaissIndex]]:
         """A read transaction plus the index file of the generation it sees."""
+        missing = self.manifest.generation
         for _ in range(10):
             with self._snapshot() as db:
                 manifest = read_manifest(db, self.directory)
@@ -363,11 +366,12 @@ class KnowledgeBase:
                 except FileNotFoundError:
                     # A writer committed the next generation and deleted this file after our
                     # snapshot began: start a new snapshot, which will see the new generation.
+                    missing = manifest.generation
                     continue
                 self.manifest = manifest
                 yield db, index
                 return
-        raise damaged(self.directory, f"{index_file_name(self.manifest.generation)}, its current index, is missing")
+        raise damaged(self.directory, f"{index_file_name(missing)}, its current index, is missing")
 
     def chunks(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, str]]:
         """Chunks by id with their source path; ids deleted since the index was read are absent."""
@@ -532,7 +536,9 @@ class KnowledgeBaseWriter:
                 if repair is None or repair.manifest is None:
                     raise
                 stored = None
-            if repair is not None and repair.manifest is not None:
+            if stored is None and repair is not None:
+                # Only for a manifest that does not read: one that reads now (another repair
+                # fixed it meanwhile) is the truth, and its files must not be removed.
                 stored = repair.manifest
             if stored is not None and not reindex:
                 stored.check_embedding(config.embedding.model, directory)
@@ -573,8 +579,9 @@ class KnowledgeBaseWriter:
                 connection.execute("DELETE FROM chunks")
                 writer._dirty = writer._index_changed = True
             if repair is not None:
-                writer._dirty = True
-                writer._index_changed = repair.vectors
+                # A new generation even when the vectors are kept: the rebuilt BM25 folder and
+                # index file then go beside the ones readers use, and a killed repair leaves them.
+                writer._dirty = writer._index_changed = True
             return writer
         except BaseException:
             lock.close()
@@ -673,25 +680,17 @@ class KnowledgeBaseWriter:
     def restore_vectors(
         self, embed: Callable[[list[str]], Vectors], batch: int, progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """Give every stored chunk of a document its vector again, embedding the text it was
-        embedded with (its stored header, or its document's for chunks stored before headers
-        were). For a writer opened with ``RepairPlan(vectors=True)``; returns the chunks done."""
-        headers = {
-            document_id: context_for(self.manifest.chunk_context, title, source)
-            for document_id, title, source in self._db.execute("SELECT id, title, source FROM documents")
-        }
-        rows = self._db.execute(
-            "SELECT id, document_id, text, context FROM chunks WHERE document_id IN (SELECT id FROM documents) "
-            "ORDER BY id"
-        ).fetchall()
-        for start in range(0, len(rows), batch):
-            part = rows[start : start + batch]
-            texts = [indexed_text(headers[doc] if context is None else context, text) for _, doc, text, context in part]
-            self.index.add(np.array([row[0] for row in part], dtype=np.int64), embed(texts))
+        """Give every stored chunk its vector again, embedding the text it was indexed with (the
+        same list BM25 is built from). For a writer opened with ``RepairPlan(vectors=True)``;
+        returns the chunks done."""
+        ids, texts = _indexed_chunks(self._db, self.manifest)
+        for start in range(0, len(ids), batch):
+            part = slice(start, start + batch)
+            self.index.add(np.array(ids[part], dtype=np.int64), embed(texts[part]))
             if progress is not None:
-                progress(start + len(part), len(rows))
+                progress(min(start + batch, len(ids)), len(ids))
         self._dirty = self._index_changed = True
-        return len(rows)
+        return len(ids)
 
     def remove_document(self, document_id: str) -> None:
         self._delete_document_rows(document_id)
@@ -785,20 +784,28 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE chunks ADD COLUMN context TEXT")
 
 
-def _build_keyword_index(db: sqlite3.Connection, manifest: Manifest) -> Bm25Index:
-    """BM25 over every chunk as it was embedded: with the header it was embedded with."""
+def _indexed_chunks(db: sqlite3.Connection, manifest: Manifest) -> tuple[list[int], list[str]]:
+    """Every chunk row's id and the text it was indexed with (embedded and BM25-indexed): its
+    stored header before its text. Both indexes are built from this one list, so they always
+    name the same chunks."""
     # Chunks stored before headers were kept per chunk (context NULL) were embedded with their
-    # document's header, when the manifest says so: one per document, not per chunk.
+    # document's header, when the manifest says so: one per document, not per chunk. A chunk
+    # whose document row is gone (damage) keeps its text with no header.
     headers = {
         document_id: context_for(manifest.chunk_context, title, source)
         for document_id, title, source in db.execute("SELECT id, title, source FROM documents")
     }
     rows = db.execute("SELECT id, document_id, text, context FROM chunks ORDER BY id").fetchall()
     texts = [
-        indexed_text(headers[document_id] if context is None else context, text)
+        indexed_text(headers.get(document_id, "") if context is None else context, text)
         for _, document_id, text, context in rows
     ]
-    return Bm25Index.build([row[0] for row in rows], texts)
+    return [row[0] for row in rows], texts
+
+
+def _build_keyword_index(db: sqlite3.Connection, manifest: Manifest) -> Bm25Index:
+    """BM25 over every chunk as it was embedded: with the header it was embedded with."""
+    return Bm25Index.build(*_indexed_chunks(db, manifest))
 
 
 def _acquire_lock(directory: Path) -> Any:
@@ -808,7 +815,8 @@ def _acquire_lock(directory: Path) -> Any:
     except BlockingIOError:
         handle.close()
         raise KnowledgeBaseLockedError(
-            f"knowledge base {directory} is being written by another process; wait for it to finish"
+            f"knowledge base {directory} is in use by another process (an ingest, an upload or `rag check`); "
+            "wait for it to finish"
         ) from None
     return handle
 

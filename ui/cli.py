@@ -243,6 +243,8 @@ def cmd_check(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     for line in report.repaired:
         print(f"repaired   {line}")
     for finding in report.findings:
+        if args.repair and finding.level != "note":
+            continue  # what a repair left wrong is listed below as not saved
         print(f"{finding.level:<10} {finding.part}: {finding.problem}")
         if finding.repair and finding.level != "note" and not args.repair:
             print(f"{'':<10} rag check --repair will {finding.repair}")

@@ -194,7 +194,9 @@ def test_a_damaged_bm25_folder_is_rebuilt(built: tuple[AppConfig, dict[str, Any]
     assert _observe(config) == before, "readers rebuild BM25 in memory meanwhile"
     factory = CountingFactory()
     assert _repair(config, factory).whole and factory.built == []
-    assert (config.kb_dir / folder.name).is_dir()
+    # Written beside the damaged one, for the next generation, and the damaged one removed.
+    assert [p.name for p in config.kb_dir.glob("bm25-*")] == [f"bm25-{int(folder.name[5:]) + 1:08d}"]
+    assert check_knowledge_base(config.kb_dir, config).findings == []
     assert _observe(config) == before
 
 
@@ -243,3 +245,19 @@ def test_check_and_ingest_without_paths_on_the_command_line(
     assert "error" in out and "rag check --repair will embed the" in out and "1 problem(s)" in out
     assert rag(["ingest", *settings]) == 1
     assert "needs a PATH" in capsys.readouterr().err
+
+
+def test_chunks_whose_document_row_is_gone_keep_their_vectors_through_a_repair(
+    built: tuple[AppConfig, dict[str, Any]],
+) -> None:
+    config, _ = built
+    with sqlite3.connect(config.kb_dir / DB_NAME) as db:
+        db.execute("DELETE FROM documents WHERE source LIKE '%c.txt'")
+        db.execute("UPDATE chunks SET context = NULL")  # as stored before headers were kept per chunk
+    _index_file(config).unlink()
+    report = _repair(config)
+    assert [f.part for f in report.findings if f.level != "note"] == [f"{DB_NAME} (chunks)"], report.findings
+    assert report.not_saved == [f"{DB_NAME} (chunks): {report.findings[0].problem}"]
+    with KnowledgeBase.open(config.kb_dir, config) as kb:  # both indexes name every chunk row again
+        dense, keyword = kb.load_indexes(config)
+        assert len(dense) == len(keyword) == kb.stats().chunks

@@ -163,6 +163,7 @@ def test_answers_leave_nothing_behind_in_the_shared_service(service: ChatService
     _in_sessions(ask(2))  # warm-up: caches that fill once (regexes, the indexes, the client)
     before = _live_objects()
     _in_sessions(ask(8))  # 64 answers more
-    grown = {kind: count for kind, count in (_live_objects() - before).items() if count >= SESSIONS * 8}
+    # One object kept per answer (an Answer, a generator, a cache entry) is 64 of a kind.
+    grown = {kind: count for kind, count in (_live_objects() - before).items() if count >= SESSIONS * 4}
     assert all(answered) and len(answered) == SESSIONS * 10
     assert not grown, f"objects kept per answer: {grown}"
