@@ -28,7 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.citations import best_support, content_words, parse_markers, split_sentences, strip_markers
+from rag.citations import best_support, content_words, split_sentences
+from rag.grammar import parse_markers, strip_markers
 
 # ---------------------------------------------------------------------------------------------
 # Retrieval

@@ -22,7 +22,7 @@ from eval.metrics import (
     recall_at_k,
     token_f1,
 )
-from rag.citations import strip_markers
+from rag.grammar import strip_markers
 
 Scores = dict[str, float | None]
 

@@ -37,15 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.config import AnswerConfig, CitationsConfig
+from rag.grammar import MARKER, keep_markers, parse_markers, strip_markers
 from rag.support import LexicalSupport, SupportScorer, content_words, lexical_support
 from rag.types import Citation, CitationOrigin, ScoredChunk
 
-MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])*(?=\s|$)|\n+")
+# Markers are read with rag.grammar's one pattern (MARKER, parse_markers, strip_markers).
+_SENTENCE_END = re.compile(rf"(?<=[.!?])(?:\s*{MARKER.pattern})*(?=\s|$)|\n+")
 # A sentence ends at . ! or ? followed by a space or the end, or at a line break: "4.2" and
 # "e.g." inside a sentence do not end it.
 _PASSAGE_SENTENCE = re.compile(r"\S.*?(?:[.!?](?=\s|$)|(?=\n)|$)")
-_MARKER_AND_SPACE = re.compile(r"\s*" + MARKER.pattern)
 _ABSTAIN = re.compile(
     r"\b(i don'?t know|i do not know|documents? do(?:es)? not (?:say|mention|contain)|"
     r"passages? do(?:es)? not (?:say|mention|contain)|cannot be answered|no information)\b",
@@ -54,6 +54,7 @@ _ABSTAIN = re.compile(
 # Words that turn a restated question into a sentence without adding a claim.
 _FILLER = frozenset({"question", "answer", "passage", "document", "state", "say", "according"})
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"[ \t]+(?=[.,;:!?]|$)", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +72,6 @@ class CitedAnswer:
 def says_unknown(text: str) -> bool:
     """Whether ``text`` says that it does not know or that the documents do not say (the abstention phrases)."""
     return bool(_ABSTAIN.search(text))
-
-
-def parse_markers(text: str) -> list[tuple[int, int, list[int]]]:
-    """Every marker as ``(start, end, numbers)`` in order of appearance."""
-    return [(m.start(), m.end(), [int(n) for n in re.split(r"\s*[,;]\s*", m.group(1))]) for m in MARKER.finditer(text)]
-
-
-def strip_markers(text: str) -> str:
-    """``text`` without its ``[n]`` markers (and the space before each), whitespace collapsed."""
-    return " ".join(_MARKER_AND_SPACE.sub("", text).split())
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -269,8 +260,7 @@ def _without_header_echo(text: str, number: int, hit: ScoredChunk) -> str:
 
 
 def _drop_invalid_markers(text: str, valid: range) -> str:
-    def keep_valid(match: re.Match[str]) -> str:
-        numbers = [n for n in (int(x) for x in re.split(r"\s*[,;]\s*", match.group(1))) if n in valid]
-        return f"[{', '.join(str(n) for n in numbers)}]" if numbers else ""
-
-    return re.sub(r"[ \t]+(?=[.,;:!?]|$)", "", MARKER.sub(keep_valid, text), flags=re.MULTILINE)
+    """``text`` with the marker numbers outside ``valid`` dropped, and no spaces before punctuation
+    or at a line's end (the model's own, or left by a removed header echo; a removed marker leaves
+    none)."""
+    return _SPACE_BEFORE_PUNCTUATION.sub("", keep_markers(text, valid))

@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import PurePosixPath, PureWindowsPath
 
-from rag.citations import MARKER
+from rag.grammar import MARKER
 from rag.types import Citation
 
 # Every ASCII punctuation character: CommonMark lets any of them be backslash-escaped, and
@@ -67,7 +67,9 @@ def answer_html(text: str, unverified: Sequence[tuple[int, int]] = ()) -> str:
 
 def _with_markers(text: str) -> str:
     escaped = html.escape(text)
-    return MARKER.sub(lambda m: f'<span class="rag-cite" style="{MARKER_STYLE}">[{m.group(1)}]</span>', escaped)
+    # Escaping leaves digits, brackets, commas, semicolons and white space alone: the markers of
+    # the escaped text are the text's own.
+    return MARKER.sub(lambda m: f'<span class="rag-cite" style="{MARKER_STYLE}">{m[0]}</span>', escaped)
 
 
 def passage_html(text: str) -> str:

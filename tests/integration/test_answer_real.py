@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from ingest.job import run_ingest
-from rag.citations import _ABSTAIN, parse_markers, split_sentences
+from rag.citations import _ABSTAIN, split_sentences
 from rag.config import AppConfig
 from rag.generator import ServerGenerator, VllmGenerator
+from rag.grammar import parse_markers
 from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
 from rag.support import content_words

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from rag.citations import Citer, best_support, parse_markers, split_sentences, strip_markers
+from rag.citations import Citer, best_support, split_sentences
 from rag.config import AnswerConfig, CitationsConfig
+from rag.grammar import parse_markers, strip_markers
 from rag.support import EmbeddingSupport, LexicalSupport, lexical_support
 from rag.types import Chunk, ScoredChunk
 from tests.fakes import FakeEmbedder
@@ -50,6 +51,12 @@ def test_sentences_keep_their_trailing_markers() -> None:
 
 def test_strip_markers_leaves_no_stray_space() -> None:
     assert strip_markers("The R2 carries 150 kg [2]. It charges [1, 2].") == "The R2 carries 150 kg. It charges."
+
+
+def test_a_dropped_marker_leaves_no_stray_space_in_the_answer() -> None:
+    # Passage 7 does not exist: its marker goes, and the spaces around it do not double up.
+    answer = _citer().cite("The R2 carries 150 kg [7] per trip [2] . It charges in 45 minutes [7].", PASSAGES)
+    assert answer.text == "The R2 carries 150 kg per trip [2]. It charges in 45 minutes. [2]"
 
 
 def test_citations_map_to_passages_with_page_offsets_and_quote() -> None:

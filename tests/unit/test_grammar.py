@@ -1,5 +1,6 @@
-"""The answer grammar of constrained citations, checked with Python's own regex engine (the same
-pattern goes to vLLM's structured outputs; tests/integration/test_answer_real.py checks it there)."""
+"""The citation-marker grammar, and the answer grammar of constrained citations, checked with
+Python's own regex engine (the same pattern goes to vLLM's structured outputs;
+tests/integration/test_answer_real.py checks it there)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import re
 
 import pytest
 
-from rag.grammar import answer_pattern
+from rag.grammar import MARKER, answer_pattern, keep_markers, parse_markers, strip_markers
 from rag.prompt import ABSTENTION
+from ui.render import answer_html
 
 
 def _admits(pattern: str | None, text: str) -> bool:
@@ -63,3 +65,60 @@ def test_no_passages_no_constraint() -> None:
     assert answer_pattern(0, max_sentences=3) is None
     with pytest.raises(ValueError, match="max_sentences"):
         answer_pattern(2, max_sentences=0)
+
+
+# Strings whose markers are easy to get wrong, with the numbers the grammar reads in them.
+TRICKY_MARKERS = [
+    ("It carries 150 kg [1].", [[1]]),
+    ("It carries 150 kg [1, 2].", [[1, 2]]),
+    ("It carries 150 kg [1][2].", [[1], [2]]),
+    ("It carries 150 kg [12].", [[12]]),
+    ("It carries 150 kg [1 ,2].", [[1, 2]]),
+    ("It carries 150 kg [1;2] [3].", [[1, 2], [3]]),
+    ("It carries 150 kg [a].", []),
+    ("It carries 150 kg [1-2].", []),
+    ("It carries 150 kg [ 1 ].", []),
+    ("It carries 150 kg [].", []),
+    ("Founded in [2023], it carries 150 kg [1].", [[2023], [1]]),  # a year is a marker; the citer drops it
+]
+
+
+@pytest.mark.parametrize(("text", "numbers"), TRICKY_MARKERS)
+def test_markers_and_their_numbers(text: str, numbers: list[list[int]]) -> None:
+    assert [found for _, _, found in parse_markers(text)] == numbers
+    assert [text[start:end] for start, end, _ in parse_markers(text)] == [m[0] for m in MARKER.finditer(text)]
+
+
+@pytest.mark.parametrize(("text", "numbers"), TRICKY_MARKERS)
+def test_the_page_styles_the_markers_the_citer_reads(text: str, numbers: list[list[int]]) -> None:
+    styled = re.findall(r'<span class="rag-cite" style="[^"]*">([^<]*)</span>', answer_html(text))
+    assert styled == [text[start:end] for start, end, _ in parse_markers(text)]
+    assert [[n for _, _, ns in parse_markers(marker) for n in ns] for marker in styled] == numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("carries 150 kg [1].", "carries 150 kg."),
+        ("carries 150 kg [1, 2].", "carries 150 kg."),
+        ("carries 150 kg [1] [2] .", "carries 150 kg."),
+        ("carries 150 kg [1]\n, and charges [2]", "carries 150 kg, and charges"),
+        ("[1] Carries [2][3] 150 kg.", "Carries 150 kg."),
+        ("carries [a] 150 kg [1-2].", "carries [a] 150 kg [1-2]."),
+    ],
+)
+def test_strip_markers_leaves_no_space_before_punctuation(text: str, plain: str) -> None:
+    assert strip_markers(text) == plain
+
+
+def test_keep_markers_drops_numbers_and_keeps_lines() -> None:
+    text = "Staff get 28 days [1, 7]. Robots [7] fly [7] .\nFleet [2;9] manager [3]"
+    assert keep_markers(text, range(1, 4)) == "Staff get 28 days [1]. Robots fly.\nFleet [2] manager [3]"
+    assert keep_markers(text, ()) == "Staff get 28 days. Robots fly.\nFleet manager"
+
+
+def test_the_constrained_answers_markers_are_markers() -> None:
+    pattern = answer_pattern(3, max_sentences=2)
+    text = "The R2 carries 150 kg. [2][3] Fleet Manager 4.2 supports 500 robots. [3] [1]"
+    assert _admits(pattern, text)
+    assert [numbers for _, _, numbers in parse_markers(text)] == [[2], [3], [3], [1]]

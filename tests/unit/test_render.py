@@ -9,7 +9,16 @@ from PIL import Image
 from rag.types import Citation
 from tests.filefactory import make_pdf
 from ui.pdf_pages import PageRenderError, render_pdf_page
-from ui.render import answer_html, citation_title, highlight_html, markdown_literal, sanitize_filename, where
+from ui.render import (
+    MARKER_STYLE,
+    TEXT_STYLE,
+    answer_html,
+    citation_title,
+    highlight_html,
+    markdown_literal,
+    sanitize_filename,
+    where,
+)
 
 
 def test_answer_html_escapes_everything_but_styles_markers() -> None:
@@ -92,6 +101,14 @@ def test_answer_html_styles_grouped_markers_and_unverified_sentences() -> None:
     unverified = html_out.split('class="rag-unverified"', 1)[1]
     assert "Robots fly. &lt;b&gt;" in unverified and "28 days" not in unverified
     assert "<b>" not in html_out
+
+
+def test_answer_html_styles_a_marker_of_two_numbers() -> None:
+    html_out = answer_html("It carries 150 kg [1, 2].")
+    assert html_out == (
+        f'<div class="rag-answer" style="{TEXT_STYLE}">It carries 150 kg '
+        f'<span class="rag-cite" style="{MARKER_STYLE}">[1, 2]</span>.</div>'
+    )
 
 
 def test_titles_say_attributed_and_unsupported() -> None:
