@@ -8,7 +8,8 @@ Three implementations of :class:`eval.metrics.SupportJudge`, picked by ``eval.ju
   language inference (``eval.judge_model``, e.g. ``cross-encoder/nli-deberta-v3-small``): the
   passages are the premise, the claim the hypothesis, as ALCE's AutoAIS does with T5.
 - ``llm``: :class:`LlmJudge`, a model behind an OpenAI-compatible server (``eval.judge_base_url``,
-  ``eval.judge_model``) asked through LangChain's ``ChatOpenAI`` to answer yes or no.
+  ``eval.judge_model``, and ``eval.judge_api_key`` when the server needs one) asked through
+  LangChain's ``ChatOpenAI`` to answer yes or no.
 
 :func:`build_judge` makes the configured one ready to use (it loads the NLI model). Both model
 judges remember their verdicts, since the metrics ask about the same sentence and passage
@@ -26,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 from eval.metrics import OverlapJudge, SupportJudge
 from rag.config import EvalConfig
 from rag.errors import RagError, first_line
+from rag.generator import bearer_key
 from rag.support import entailment_index, load_nli_model
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+    from pydantic import SecretStr
     from sentence_transformers import CrossEncoder
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ def build_judge(config: EvalConfig) -> SupportJudge:
         judge.load()
         return judge
     assert config.judge_model is not None and config.judge_base_url is not None
-    return LlmJudge(config.judge_model, config.judge_base_url)
+    return LlmJudge(config.judge_model, config.judge_base_url, api_key=config.judge_api_key)
 
 
 def describe_judge(config: EvalConfig) -> str:
@@ -171,12 +174,20 @@ class LlmJudge:
     """A chat model behind an OpenAI-compatible server, asked whether the passages entail the claim.
 
     A reply that is neither yes nor no counts as "not supported" and is counted in
-    :attr:`unparsed`. Building it contacts nothing; ``chat`` replaces the client (tests).
+    :attr:`unparsed`. ``api_key`` is sent as ``Authorization: Bearer <key>``; without one the
+    server must need none (vLLM on loopback). Building it contacts nothing; ``chat`` replaces the
+    client (tests).
     Raises :class:`JudgeError` when the server does not answer.
     """
 
     def __init__(
-        self, model: str, base_url: str, *, timeout_s: float = 120.0, chat: BaseChatModel | None = None
+        self,
+        model: str,
+        base_url: str,
+        *,
+        api_key: SecretStr | None = None,
+        timeout_s: float = 120.0,
+        chat: BaseChatModel | None = None,
     ) -> None:
         self._model = model
         self._base_url = base_url
@@ -186,7 +197,7 @@ class LlmJudge:
             chat = ChatOpenAI(
                 model=model,
                 base_url=base_url,
-                api_key="unused",  # vLLM serves without a key; a hosted server reads OPENAI_API_KEY instead
+                api_key=bearer_key(api_key),
                 temperature=0.0,
                 max_completion_tokens=16,
                 timeout=timeout_s,
@@ -212,7 +223,8 @@ class LlmJudge:
             detail = first_line(exc)
             raise JudgeError(
                 f"the LLM judge {self._model!r} at {self._base_url} did not answer ({detail}); "
-                "check eval.judge_base_url and that the server is running, or use eval.judge=overlap"
+                "check eval.judge_base_url, eval.judge_api_key and that the server is running, "
+                "or use eval.judge=overlap"
             ) from None
         text = reply.content if isinstance(reply.content, str) else str(reply.content)
         verdict = parse_verdict(text)

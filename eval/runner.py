@@ -19,7 +19,6 @@ the next run regenerates. A folder holding a run of another dataset, mode or set
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from eval.scoring import (
     no_scores,
     retrieval_scores,
 )
+from rag import __version__
 from rag.citations import says_unknown
 from rag.config import AppConfig
 from rag.embedder import Embedder
@@ -196,13 +196,6 @@ def run_eval(
 # The run's description and the resume check
 
 
-def _project_version() -> str:
-    try:
-        return importlib.metadata.version("rag-kb")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _settings(config: AppConfig, mode: Mode) -> dict[str, Any]:
     """The settings a run's records depend on: a folder resumed under other ones is refused."""
     settings: dict[str, Any] = {"retrieval_depth": config.eval.retrieval_depth}
@@ -242,7 +235,7 @@ def _run_info(
         "mode": mode,
         "limit": limit,
         "started_at": utc_timestamp(),
-        "project_version": _project_version(),
+        "project_version": __version__,
         "dataset": {
             "name": dataset.name,
             "format": dataset.format,
@@ -438,7 +431,8 @@ def _record(
         metrics |= retrieval_scores(ranked_ids, qrels)
     metrics |= scores or {}
     metrics["latency_s"] = timings.get("latency_s") if error is None else None
-    metrics["completion_tokens"] = float(output.completion_tokens) if output is not None else None
+    tokens = output.completion_tokens if output is not None else None
+    metrics["completion_tokens"] = float(tokens) if tokens is not None else None
     return {
         "id": question.id,
         "question": question.question,

@@ -1,3 +1,8 @@
 """The core a user imports: configuration, records, errors, embedding, storage, retrieval."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("rag-kb")  # written in one place, pyproject.toml
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "unknown"

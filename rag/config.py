@@ -1,4 +1,4 @@
-"""The one configuration object, and the only module that reads the environment.
+"""The one configuration object, and the only module that reads (or writes) the environment.
 
 Precedence, lowest first: defaults < ``rag.toml`` (or the file named by ``--config`` /
 ``RAG_CONFIG``) < ``RAG_*`` environment variables < command-line flags. Every value is
@@ -252,6 +252,11 @@ class EvalConfig(_Section):
     judge_base_url: str | None = Field(
         None, description="llm: the OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8000/v1."
     )
+    judge_api_key: SecretStr | None = Field(
+        None,
+        description='llm: the key the judge\'s server requires, sent as "Authorization: Bearer <key>"; '
+        "none for a server run without one (vLLM on loopback).",
+    )
     support_threshold: float = Field(
         0.5,
         ge=0,
@@ -378,6 +383,17 @@ def vllm_environment(config: AppConfig, *, cpu: bool) -> dict[str, str]:
             "VLLM_CPU_KVCACHE_SPACE": f"{config.generator.kv_cache_gib:g}",
         }
     return env
+
+
+def export_vllm_environment(config: AppConfig, *, cpu: bool) -> None:
+    """Put :func:`vllm_environment` into this process's environment, for vLLM run in process.
+
+    vLLM takes these settings from nowhere else: it reads them when it is imported and when its
+    engine process (a spawned child, which inherits them) starts. So this is called by the one
+    place that starts vLLM in process, before it imports vLLM; the server, a child process, is
+    given them with :func:`child_environment` instead.
+    """
+    os.environ.update(vllm_environment(config, cpu=cpu))
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:

@@ -12,21 +12,27 @@ Both take prompts built by :class:`rag.prompt.PromptBuilder`, already sized to t
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.config import AppConfig, vllm_environment
+from rag.config import AppConfig, export_vllm_environment
 from rag.errors import GeneratorUnavailableError, ModelLoadError, first_line
 from rag.prompt import Prompt
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessageChunk
+    from pydantic import SecretStr
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
+    """One answer. ``completion_tokens`` is the model's own count of the tokens it generated;
+    ``None`` when a server did not report it."""
+
     text: str
-    completion_tokens: int
+    completion_tokens: int | None
     finish_reason: str | None
     seconds: float
 
@@ -94,8 +100,7 @@ class VllmGenerator:
         if self._llm is not None:
             return
         gpu = has_cuda()
-        # vLLM reads these when it is imported and when its engine process (a child) starts.
-        os.environ.update(vllm_environment(self._config, cpu=not gpu))
+        export_vllm_environment(self._config, cpu=not gpu)  # before vLLM is imported
         from vllm import LLM
 
         try:
@@ -139,6 +144,16 @@ class VllmGenerator:
         yield self.generate([prompt])[0].text
 
 
+def bearer_key(key: SecretStr | None) -> str:
+    """The key an OpenAI client sends as ``Authorization: Bearer <key>``.
+
+    Without one, a placeholder: the client requires a key (and would otherwise read
+    ``OPENAI_API_KEY`` itself, behind the configuration's back), and a server run without a
+    key, such as vLLM on loopback, ignores the header.
+    """
+    return key.get_secret_value() if key is not None else "unused"
+
+
 class ServerGenerator:
     """A client of vLLM's OpenAI-compatible server (``rag model start``), through LangChain."""
 
@@ -146,16 +161,17 @@ class ServerGenerator:
         from langchain_openai import ChatOpenAI
 
         self._config = config
-        key = config.generator.api_key
         self._chat = ChatOpenAI(
             model=config.generator.model,
             base_url=base_url,
-            # Sent as "Authorization: Bearer <key>"; a server without a key (loopback) ignores it.
-            api_key=key.get_secret_value() if key is not None else "unused",
+            api_key=bearer_key(config.generator.api_key),
             temperature=config.generator.temperature,
             max_completion_tokens=config.generator.max_answer_tokens,
             timeout=config.generator.request_timeout_s,
             max_retries=0,
+            # The last chunk carries the server's usage (stream_options.include_usage), which
+            # counts tokens; LangChain asks for it by default only from OpenAI's own address.
+            stream_usage=True,
         )
 
     @property
@@ -166,20 +182,34 @@ class ServerGenerator:
         return [self._one(prompt) for prompt in prompts]
 
     def _one(self, prompt: Prompt) -> Generation:
+        from langchain_core.messages import AIMessageChunk
+
         started = time.perf_counter()
-        pieces = list(self.stream(prompt))
-        return Generation("".join(pieces), len(pieces), None, time.perf_counter() - started)
+        pieces: list[str] = []
+        tokens: int | None = None
+        finish_reason: str | None = None
+        for chunk in self._chunks(prompt):
+            if isinstance(chunk.content, str):
+                pieces.append(chunk.content)
+            if isinstance(chunk, AIMessageChunk) and chunk.usage_metadata is not None:
+                tokens = chunk.usage_metadata["output_tokens"]
+            finish_reason = chunk.response_metadata.get("finish_reason", finish_reason)
+        return Generation("".join(pieces), tokens, finish_reason, time.perf_counter() - started)
 
     def stream(self, prompt: Prompt) -> Iterator[str]:
+        for chunk in self._chunks(prompt):
+            if isinstance(chunk.content, str) and chunk.content:
+                yield chunk.content
+
+    def _chunks(self, prompt: Prompt) -> Iterator[BaseMessageChunk]:
+        """The server's reply as LangChain chunks: text pieces, then one with the usage."""
         # vLLM's own request fields go in the body beside OpenAI's: the regex of the structured
         # outputs (the server enforces it while streaming) and the repetition penalty.
         body: dict[str, Any] = {"repetition_penalty": self._config.answer.repetition_penalty}
         if prompt.constraint:
             body["structured_outputs"] = {"regex": prompt.constraint}
         try:
-            for chunk in self._chat.stream(list(prompt.messages), extra_body=body):
-                if isinstance(chunk.content, str) and chunk.content:
-                    yield chunk.content
+            yield from self._chat.stream(list(prompt.messages), extra_body=body)
         except Exception as exc:  # noqa: BLE001 - the client raises many transport types
             raise GeneratorUnavailableError(
                 f"the model server did not answer ({type(exc).__name__}: {first_line(exc)}); "

@@ -96,7 +96,7 @@ class Pipeline:
         """The :class:`Answer` of each raw output: citations checked, attributed and decided.
 
         ``timings`` (per question) gain ``cite_s`` (the question's share of the batch) and
-        ``total_s``; ``completion_tokens`` is added where a generation is given.
+        ``total_s``; ``completion_tokens`` is added where a generation gives it.
         """
         started = time.perf_counter()
         cited = self.citer.cite_many(
@@ -108,7 +108,7 @@ class Pipeline:
         for prompt, raw, result, times, generation in zip(prompts, raws, cited, timings, gens, strict=True):
             times = {**times, "cite_s": share}
             times["total_s"] = sum(v for key, v in times.items() if key.endswith("_s") and key not in _NOT_ADDED)
-            if generation is not None:
+            if generation is not None and generation.completion_tokens is not None:
                 times["completion_tokens"] = float(generation.completion_tokens)
             answers.append(
                 Answer(

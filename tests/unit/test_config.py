@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
 
+import rag
 from rag.config import AppConfig, env_var_names, load_config, parse_assignments
 from rag.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_need_no_file_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,3 +99,27 @@ def test_parse_assignments() -> None:
     assert parse_assignments(["a.b=1", " c = x=y "]) == {"a.b": "1", "c": "x=y"}
     with pytest.raises(ConfigError, match="key=value"):
         parse_assignments(["novalue"])
+
+
+def test_the_judges_key_comes_from_its_environment_variable_and_stays_secret() -> None:
+    config = load_config(environ={"RAG_EVAL_JUDGE_API_KEY": "s3cret"})
+    assert config.eval.judge_api_key is not None and config.eval.judge_api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config) and "s3cret" not in config.model_dump_json()
+    assert load_config(environ={}).eval.judge_api_key is None
+
+
+def test_only_the_configuration_touches_the_environment() -> None:
+    # rag/faults.py reads its crash point (a test hook, not a setting) from the environment.
+    allowed = {REPO / "rag" / "config.py", REPO / "rag" / "faults.py"}
+    touching = sorted(
+        str(path.relative_to(REPO))
+        for package in ("rag", "ingest", "eval", "ui")
+        for path in (REPO / package).rglob("*.py")
+        if path not in allowed and re.search(r"\bos\.environ\b|\bgetenv\b|\bputenv\b", path.read_text())
+    )
+    assert touching == []
+
+
+def test_the_version_is_read_from_the_package_metadata() -> None:
+    # Written once, in pyproject.toml; the installed metadata carries it.
+    assert rag.__version__ == importlib.metadata.version("rag-kb") != "unknown"

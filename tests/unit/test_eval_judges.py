@@ -20,6 +20,7 @@ from eval.judges import (
 )
 from rag.config import EvalConfig, load_config
 from rag.errors import ConfigError, ModelLoadError
+from tests.openai_server import RecordingChatServer
 
 
 class FakeCrossEncoder:
@@ -143,3 +144,29 @@ def test_llm_judge_server_failure_is_a_judge_error() -> None:
     judge = LlmJudge("m", "http://127.0.0.1:9/v1", chat=DownChat(responses=["unused"]))
     with pytest.raises(JudgeError, match=r"did not answer \(connection refused\).*eval\.judge=overlap"):
         judge.supports("claim", ["passage"])
+
+
+JUDGE_KEY = "judge-k3y-that-must-not-show"
+
+
+def test_the_llm_judge_sends_the_configured_key_to_its_server() -> None:
+    with RecordingChatServer(["Yes."]) as server:
+        config = load_config(
+            environ={
+                "RAG_EVAL_JUDGE": "llm",
+                "RAG_EVAL_JUDGE_MODEL": "judge-model",
+                "RAG_EVAL_JUDGE_BASE_URL": server.base_url,
+                "RAG_EVAL_JUDGE_API_KEY": JUDGE_KEY,
+            }
+        ).eval
+        assert JUDGE_KEY not in repr(config) and JUDGE_KEY not in describe_judge(config)
+        assert build_judge(config).supports("claim", ["passage"]) is True
+    assert server.seen == [("/v1/chat/completions", f"Bearer {JUDGE_KEY}")]
+
+
+def test_the_llm_judge_needs_no_key_for_a_server_without_one() -> None:
+    with RecordingChatServer(["No."]) as server:
+        judge = build_judge(EvalConfig(judge="llm", judge_model="judge-model", judge_base_url=server.base_url))
+        assert judge.supports("claim", ["passage"]) is False
+    [(path, authorization)] = server.seen
+    assert path == "/v1/chat/completions" and authorization == "Bearer unused"

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import hmac
 import importlib.util
-import json
 import os
-import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ from rag.prompt import Prompt
 from rag.server import ModelServer, is_healthy, server_command, server_environment
 from rag.types import Citation
 from tests.fakes import FakeEmbedder
+from tests.openai_server import RecordingChatServer
 from ui import auth as auth_module
 from ui.auth import PasswordThrottle, ThrottleRule, check_password
 from ui.render import (
@@ -331,60 +329,13 @@ def test_the_key_comes_from_the_environment_variable(tmp_path: Path) -> None:
     assert config.generator.api_key is not None and config.generator.api_key.get_secret_value() == KEY
 
 
-class _RecordingServer:
-    """A tiny OpenAI-compatible server on loopback that records each request's Authorization."""
-
-    def __init__(self) -> None:
-        seen: list[tuple[str, str | None]] = []
-        self.seen = seen
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                seen.append((self.path, self.headers.get("Authorization")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                seen.append((self.path, self.headers.get("Authorization")))
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                chunk = {
-                    "id": "c",
-                    "object": "chat.completion.chunk",
-                    "created": 0,
-                    "model": "m",
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}],
-                }
-                body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> _RecordingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def recording_server() -> Iterator[_RecordingServer]:
-    with _RecordingServer() as server:
+def recording_server() -> Iterator[RecordingChatServer]:
+    with RecordingChatServer() as server:
         yield server
 
 
-def test_the_clients_send_the_key(make_config: Any, recording_server: _RecordingServer) -> None:
+def test_the_clients_send_the_key(make_config: Any, recording_server: RecordingChatServer) -> None:
     port = recording_server.port
     config: AppConfig = make_config(generator__port=port, generator__api_key=KEY)
     prompt = Prompt("q", ({"role": "user", "content": "q"},), "q", 1, (), 0)
