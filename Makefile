@@ -54,6 +54,8 @@ test: install browser lint typecheck
 lint: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
+	@# The layers of DESIGN.md (the contract is in pyproject.toml).
+	$(BIN)/lint-imports --no-logo
 
 typecheck: install
 	$(BIN)/mypy
@@ -68,7 +70,7 @@ integration: install browser
 bench: bench-ingest bench-generate bench-retrieve bench-page bench-eval
 
 bench-ingest: install
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingestion.py
 
 bench-generate: install
 	$(BIN)/python bench/generate.py
@@ -84,7 +86,7 @@ bench-soak: install
 	$(BIN)/python bench/soak.py
 
 bench-eval: install
-	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/evaluation.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -33,11 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import use_repository_packages
-
-use_repository_packages()
-
-from eval.metrics import contains_reference  # noqa: E402
+from eval.metrics import contains_reference
 
 # 0.40 .. 0.80. Not lower: the default support is the mean of word overlap and cosine, so below
 # 0.40 a span that shares no content word with the claim passes on embedding similarity alone

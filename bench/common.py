@@ -1,11 +1,13 @@
-"""Helpers shared by the benchmark scripts (``bench/ingest.py``, ``bench/generate.py``, ``bench/retrieve.py``,
-``bench/page.py``, ``bench/soak.py`` and the rest).
+"""Helpers shared by the benchmark scripts (``bench/ingestion.py``, ``bench/generate.py``,
+``bench/retrieve.py``, ``bench/page.py``, ``bench/soak.py`` and the rest).
 
 Run as ``python bench/<script>.py``, Python puts ``bench/`` first on ``sys.path``, so the scripts
-import this module as ``common`` (at the top, before ``use_repository_packages`` moves ``bench/``
-to the end of the path). It holds what every script needs alike: the import path, the machine
-description, the CPU clocks of a timed window, the ``--stage`` subprocess protocol and the shared
-``bench/RESULTS.md`` file, in which each script owns one ``## `` section.
+import this module as ``common``; no script is named after a package (``rag``, ``ingest``,
+``eval``, ``ui``), so none shadows one. Processes that multiprocessing spawns (the ingest job's
+loader workers, vLLM's engine) inherit that path and re-run the script's imports alike. This
+module holds what every script needs alike: the machine description, the CPU clocks of a timed
+window, the ``--stage`` subprocess protocol and the shared ``bench/RESULTS.md`` file, in which each
+script owns one ``## `` section.
 """
 
 from __future__ import annotations
@@ -52,20 +54,6 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "pypdf": ("pypdf",),
     "streamlit": ("streamlit",),
 }
-
-
-def use_repository_packages() -> None:
-    """Import ``ingest`` and ``rag`` from the repository, never a benchmark script.
-
-    Run as ``python bench/<script>.py``, Python puts ``bench/`` first on ``sys.path``, where
-    ``bench/ingest.py`` would shadow the ``ingest`` package. The repository goes first and
-    ``bench/`` last, so that nothing in it shadows anything. It stays on the path because processes
-    that multiprocessing spawns (the ingest job's loader workers, vLLM's engine) inherit this path
-    and re-run the script's imports, ``from common import ...`` included.
-    """
-    cwd = Path.cwd()
-    kept = [p for p in sys.path if p != str(REPO_ROOT) and (cwd / p).resolve() != BENCH_DIR]
-    sys.path[:] = [str(REPO_ROOT), *kept, str(BENCH_DIR)]
 
 
 # --- the machine ----------------------------------------------------------------------------

@@ -54,7 +54,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shlex
 import signal
 import socket
@@ -78,7 +77,6 @@ from common import (
     publish,
     run_stage_command,
     section_start,
-    use_repository_packages,
     write_results,
 )
 
@@ -95,7 +93,6 @@ STAGE_NAMES = {
     "g": "(g) vLLM in-process, free then with the answer grammar",
 }
 GRAMMAR_RUNS = ("free", "constrained")
-MARKER = re.compile(r"\[\d+\]")
 
 
 # --- measuring helpers ----------------------------------------------------------------------
@@ -310,7 +307,7 @@ def stage_vllm(model: str, prompts: Sequence[str], warmup: str, max_tokens: int)
 def stage_grammar(model: str, prompts: Sequence[Result], warmup: Result, max_tokens: int) -> Result:
     """(g) one ``vllm.LLM`` as in (b): the prompts in one batched ``generate`` free, then again
     constrained by the answer grammar for each prompt's passage count; no ``ignore_eos``."""
-    from rag.grammar import answer_pattern
+    from rag.grammar import MARKER, answer_pattern
 
     llm, engine = _start_vllm(model)
     from vllm import SamplingParams
@@ -657,7 +654,7 @@ def _grammar_notes(g: Result) -> list[str]:
         "compiled the grammar. The prefix cache is emptied (`llm.reset_prefix_cache()`) before each timed run, so "
         "both prefill the same prompts from scratch; without it the constrained run found the free run's prompts "
         "cached and came out faster.",
-        "- A `[n]` marker: the regex `\\[\\d+\\]` anywhere in the answer text.",
+        "- A `[n]` marker: one that `rag.grammar.MARKER` reads (`[1]`, `[1, 2]`, `[1;2]`) anywhere in the answer text.",
     ]
     return notes + _busy_notes(g["runs"], "the free run or the engine start", "run")
 
@@ -763,7 +760,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    use_repository_packages()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never reach a hub
     if args.model is None:
         args.model = default_model()

@@ -47,15 +47,12 @@ from common import (
     samples_knowledge_base,
     section_start,
     timed_answer,
-    use_repository_packages,
 )
 
-use_repository_packages()
-
-from eval.metrics import percentile  # noqa: E402
-from rag.config import AppConfig  # noqa: E402
-from rag.server import ModelServer  # noqa: E402
-from ui.service import ChatService, ChatSettings  # noqa: E402
+from eval.metrics import percentile
+from rag.config import AppConfig
+from rag.server import ModelServer
+from ui.service import ChatService, ChatSettings
 
 HEADING = "## Web page: time to first token and to the answer"
 QUESTIONS = [

@@ -60,7 +60,6 @@ from common import (
     machine_info,
     publish,
     section_start,
-    use_repository_packages,
 )
 
 if TYPE_CHECKING:
@@ -439,7 +438,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    use_repository_packages()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedder is a packaged local folder
     return run_benchmark(args)
 

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import psutil
 from common import (
     REPO_ROOT,
     Result,
@@ -57,19 +59,13 @@ from common import (
     samples_knowledge_base,
     section_start,
     timed_answer,
-    use_repository_packages,
 )
+from page import QUESTIONS
 
-use_repository_packages()
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-from page import QUESTIONS  # noqa: E402
-
-from eval.metrics import percentile  # noqa: E402
-from rag.server import ModelServer  # noqa: E402
-from ui.render import sanitize_filename  # noqa: E402
-from ui.service import ChatService, ChatSettings  # noqa: E402
+from eval.metrics import percentile
+from rag.server import ModelServer
+from ui.render import sanitize_filename
+from ui.service import ChatService, ChatSettings
 
 HEADING = "## Reliability: the page under load"
 FINANCEBENCH = REPO_ROOT.parent / "shared" / "data" / "financebench"

@@ -3,8 +3,8 @@
 ``FakeEmbedder`` hashes words into a small vector space: deterministic, instant, and close
 enough to real embeddings that texts sharing words score higher than texts that do not.
 ``FakeChatTokenizer`` counts words and renders a toy chat template; ``FakeGenerator`` returns
-canned answers and records which questions each call was given; ``RecordingReporter`` records what
-an ingestion run reports.
+canned answers and records which questions each call was given; ``FakeIngestReporter`` records
+what an ingestion run reports.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class FakeGenerator:
             yield word if i == 0 else " " + word
 
 
-class RecordingReporter:
+class FakeIngestReporter:
     """A fake ingest reporter: records what the job reports (the start's counts, each file's
     event); ``on_start`` runs when the job starts loading, after discovery."""
 

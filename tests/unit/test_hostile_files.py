@@ -20,7 +20,7 @@ from ingest.job import IngestSummary, read_file, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS
 from ingest.progress import describe
 from rag.store import KnowledgeBase
-from tests.fakes import FakeEmbedder, RecordingReporter
+from tests.fakes import FakeEmbedder, FakeIngestReporter
 from tests.filefactory import (
     LAUGHS_PAYLOAD,
     make_billion_laughs_docx,
@@ -48,9 +48,9 @@ def _config(make_config: Any, **overrides: Any) -> Any:
     return make_config(embedding__model="fake/hashing-64", **{**limits, **overrides})
 
 
-def _ingest(folder: Path, config: Any, reporter: RecordingReporter | None = None) -> tuple[IngestSummary, float]:
+def _ingest(folder: Path, config: Any, reporter: FakeIngestReporter | None = None) -> tuple[IngestSummary, float]:
     started = time.monotonic()
-    summary = run_ingest([folder], config, FakeEmbedder(), reporter or RecordingReporter())
+    summary = run_ingest([folder], config, FakeEmbedder(), reporter or FakeIngestReporter())
     return summary, time.monotonic() - started
 
 
@@ -180,7 +180,7 @@ def test_a_fifo_in_a_files_place_does_not_block_the_loader(tmp_path: Path) -> No
 
 def test_a_file_that_vanishes_after_discovery_is_reported(folder: Path, make_config: Any) -> None:
     (folder / "fleeting.txt").write_text("Here for a moment. " * 10)
-    reporter = RecordingReporter(on_start=(folder / "fleeting.txt").unlink)  # after discovery, before loading
+    reporter = FakeIngestReporter(on_start=(folder / "fleeting.txt").unlink)  # after discovery, before loading
     config = _config(make_config)
     summary, _ = _ingest(folder, config, reporter)
     assert _reasons(summary) == {"fleeting.txt": "cannot read: No such file or directory"}
@@ -196,7 +196,7 @@ def test_odd_file_names_load_and_are_shown_on_one_line(folder: Path, make_config
         undecodable = True
     except (OSError, UnicodeEncodeError):
         undecodable = False  # the file system insists on UTF-8 names
-    reporter = RecordingReporter()
+    reporter = FakeIngestReporter()
     config = _config(make_config, ingest__workers=0)
     summary, _ = _ingest(folder, config, reporter)
     stored = set(_stored_texts(config))
@@ -215,7 +215,7 @@ def test_odd_file_names_load_and_are_shown_on_one_line(folder: Path, make_config
 
 def test_pages_without_text_are_counted_and_reported(folder: Path, make_config: Any) -> None:
     make_pdf(folder / "scan.pdf", ["Revenue grew by ten percent.", "", "Costs fell.", ""])
-    reporter = RecordingReporter()
+    reporter = FakeIngestReporter()
     config = _config(make_config, ingest__workers=0)
     summary, _ = _ingest(folder, config, reporter)
     source = str(folder / "scan.pdf")

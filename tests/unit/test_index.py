@@ -65,13 +65,13 @@ def test_search_device_selection(gpu: str, structure: str, gpus: int, expected: 
 
 
 def test_gpu_path_is_taken_when_faiss_reports_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On this CPU machine the GPU calls are stand-ins; what is tested is that the same search
+    """On this CPU machine the GPU calls are fakes; what is tested is that the same search
     code moves the index with ``index_cpu_to_gpu`` when FAISS reports a GPU."""
     import rag.index as module
 
     moved: list[object] = []
 
-    class StandInResources:  # a fake of faiss.StandardGpuResources
+    class FakeGpuResources:  # a fake of faiss.StandardGpuResources
         pass
 
     def fake_to_gpu(resources: object, device: int, index: object) -> object:
@@ -79,7 +79,7 @@ def test_gpu_path_is_taken_when_faiss_reports_a_gpu(monkeypatch: pytest.MonkeyPa
         return index
 
     monkeypatch.setattr(module.faiss, "get_num_gpus", lambda: 1)
-    monkeypatch.setattr(module.faiss, "StandardGpuResources", StandInResources, raising=False)
+    monkeypatch.setattr(module.faiss, "StandardGpuResources", FakeGpuResources, raising=False)
     monkeypatch.setattr(module.faiss, "index_cpu_to_gpu", fake_to_gpu, raising=False)
     index = FaissIndex.create(8, IndexConfig())
     index.add(np.array([1, 2], dtype=np.int64), _vectors(2, 8))

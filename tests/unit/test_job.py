@@ -13,7 +13,7 @@ from ingest.job import IngestSummary, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader
 from rag.errors import ManifestMismatchError
 from rag.store import KnowledgeBase
-from tests.fakes import FakeEmbedder, RecordingReporter
+from tests.fakes import FakeEmbedder, FakeIngestReporter
 from tests.filefactory import make_statement_pdf
 
 
@@ -30,8 +30,8 @@ def docs(tmp_path: Path) -> Path:
 
 def _ingest(
     paths: list[Path], config: Any, embedder: FakeEmbedder | None = None, **flags: bool
-) -> tuple[IngestSummary, RecordingReporter]:
-    reporter = RecordingReporter()
+) -> tuple[IngestSummary, FakeIngestReporter]:
+    reporter = FakeIngestReporter()
     summary = run_ingest(paths, config, embedder or FakeEmbedder(), reporter, **flags)
     return summary, reporter
 

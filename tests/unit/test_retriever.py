@@ -30,7 +30,10 @@ def _hit(chunk_id: int, name: str) -> ScoredChunk:
     return ScoredChunk(chunk=chunk, source="/f", score=0.0, retrievers=(name,))
 
 
-class FixedRetriever:
+class FakeRetriever:
+    """A fake retriever: answers every query with the first ``k`` of a fixed ranking and records
+    each ``k`` it was asked for."""
+
     def __init__(self, ranking: list[ScoredChunk]) -> None:
         self.ranking = ranking
         self.asked: list[int] = []
@@ -57,8 +60,8 @@ def test_rrf_weights_change_the_order() -> None:
 
 
 def test_hybrid_asks_each_retriever_for_candidates_then_cuts_to_k() -> None:
-    dense = FixedRetriever([_hit(i, "dense") for i in range(1, 30)])
-    keyword = FixedRetriever([_hit(i, "bm25") for i in range(29, 0, -1)])
+    dense = FakeRetriever([_hit(i, "dense") for i in range(1, 30)])
+    keyword = FakeRetriever([_hit(i, "bm25") for i in range(29, 0, -1)])
     hits = HybridRetriever(dense, keyword, RetrievalConfig(candidates=20)).retrieve("q", 3)
     assert len(hits) == 3 and dense.asked == [20] and keyword.asked == [20]
 
@@ -87,7 +90,9 @@ def test_modes_and_langchain_adapter_over_a_real_store(tmp_path: Path, make_conf
     assert {"page", "score", "chunk_id", "retrievers", "start", "end"} <= set(documents[0].metadata)
 
 
-class CountingEmbedder(FakeEmbedder):
+class FakeCountingEmbedder(FakeEmbedder):
+    """The fake embedder, recording the size of each batch of queries it embeds."""
+
     def __init__(self) -> None:
         super().__init__()
         self.query_batches: list[int] = []
@@ -114,7 +119,7 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
     for name, text in {"a.txt": "apples and pears", "b.txt": "engines and brakes", "c.txt": "pears and brakes"}.items():
         (docs / name).write_text(text)
     config = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
-    embedder = CountingEmbedder()
+    embedder = FakeCountingEmbedder()
     run_ingest([docs], config, embedder)
     queries = ["pears", "brakes", "apples engines"]
     with KnowledgeBase.open(config.kb_dir, config) as kb:
@@ -134,7 +139,7 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
         assert model.calls == [9], "one predict call for every query's candidates"
         assert batched == [reranker.retrieve(query, 2) for query in queries]
         assert all(hit.retrievers[-1] == "rerank" for hits in batched for hit in hits)
-    fixed = FixedRetriever([_hit(1, "dense"), _hit(2, "dense")])
+    fixed = FakeRetriever([_hit(1, "dense"), _hit(2, "dense")])
     assert retrieve_many(fixed, ["x", "y"], 1) == [[fixed.ranking[0]], [fixed.ranking[0]]] and fixed.asked == [1, 1]
 
 
@@ -175,7 +180,7 @@ def test_pages_of_different_documents_are_different_pages() -> None:
 
 
 def test_page_ranker_ranks_the_candidates_and_cuts_to_k() -> None:
-    inner = FixedRetriever(_PAGES)
+    inner = FakeRetriever(_PAGES)
     hits = PageRanker(inner, "sum", candidates=6).retrieve("q", 3)
     assert [h.chunk.id for h in hits] == [2, 4, 5] and inner.asked == [6]
     assert [h.score for h in hits] == [0.029, 0.020, 0.018]  # passages keep their own scores

@@ -31,7 +31,7 @@ load time is measured apart and never inside a timing. The load average and the 
 that *other* processes used during each timed window are recorded, so a busy machine shows
 in the results.
 
-Run from the repository root: ``python bench/ingest.py`` (a quick smoke run:
+Run from the repository root: ``python bench/ingestion.py`` (a quick smoke run:
 ``--limit-files 2 --copies 1 --workers 0,1 --no-write``). The markdown section is printed
 and written into ``bench/RESULTS.md``.
 """
@@ -64,11 +64,10 @@ from common import (
     publish,
     run_stage_command,
     section_start,
-    use_repository_packages,
 )
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "financebench" / "pdfs"
-SECTION_HEADING = "## Ingestion (bench/ingest.py)"
+SECTION_HEADING = "## Ingestion (bench/ingestion.py)"
 SERIAL_TARGET = 1.10
 RSS_SAMPLE_SECONDS = 0.2
 MIB = 1024 * 1024
@@ -496,7 +495,7 @@ def _notes(raw: Result) -> list[str]:
 
 def run_benchmark(args: argparse.Namespace) -> int:
     workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
-    command = shlex.join(["python", "bench/ingest.py", *sys.argv[1:]])
+    command = shlex.join(["python", "bench/ingestion.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         workdir = Path(tmp)
         corpus = workdir / "corpus"
@@ -538,7 +537,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    use_repository_packages()
     if args.stage:
         return run_stage(args)
     return run_benchmark(args)

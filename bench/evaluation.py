@@ -27,8 +27,8 @@ cores. Target (the issue): batched at least 8x the server path on the CPU.
              Then, with the prefix cache off so that no prompt reuses another's work, the same
              prompts batched and one at a time: whether batching makes prompt processing cheaper.
 
-Run from the repository root: ``python bench/eval.py`` (a smoke run:
-``python bench/eval.py --questions 2 --max-tokens 8 --no-write``).
+Run from the repository root: ``python bench/evaluation.py`` (a smoke run:
+``python bench/evaluation.py --questions 2 --max-tokens 8 --no-write``).
 """
 
 from __future__ import annotations
@@ -52,17 +52,14 @@ from common import (
     publish,
     samples_knowledge_base,
     section_start,
-    use_repository_packages,
 )
 
-use_repository_packages()
-
-from eval.datasets import load_dataset  # noqa: E402
-from eval.runner import run_eval  # noqa: E402
-from rag.config import AppConfig  # noqa: E402
-from rag.generator import Generator, ServerGenerator, VllmGenerator  # noqa: E402
-from rag.pipeline import build_pipeline  # noqa: E402
-from rag.server import ModelServer  # noqa: E402
+from eval.datasets import load_dataset
+from eval.runner import run_eval
+from rag.config import AppConfig
+from rag.generator import Generator, ServerGenerator, VllmGenerator
+from rag.pipeline import build_pipeline
+from rag.server import ModelServer
 
 HEADING = "## Evaluation: batched in-process vLLM against the server one question at a time"
 QUESTIONS = [
@@ -156,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         raw: Result = {
-            "command": "python bench/eval.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python bench/evaluation.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": machine_info(["vllm", "torch"]),
             "max_tokens": args.max_tokens,
         }
