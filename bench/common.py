@@ -27,6 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.files import write_text_atomic
+
 if TYPE_CHECKING:
     from rag.types import Answer
     from ui.service import ChatService, ChatSettings
@@ -317,6 +319,4 @@ def write_results(section: str, path: Path, heading: str) -> None:
         before = "\n".join(lines[:start]).rstrip("\n")
         after = "\n".join(lines[end:]).strip("\n")
         body = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(body)
-    temporary.replace(path)
+    write_text_atomic(path, body)

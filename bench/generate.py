@@ -80,6 +80,8 @@ from common import (
     write_results,
 )
 
+from rag.files import write_text_atomic
+
 SECTION_HEADING = "## Generation throughput (bench/generate.py)"
 FALLBACK_MODEL = "/tmp/ragdata/models/SmolLM2-135M-Instruct"
 TARGET_RATIO = 10.0
@@ -715,9 +717,7 @@ def write_subsection(subsection: str, path: Path, heading: str, sub_heading: str
     before = "\n".join(lines[:begin]).rstrip("\n")
     after = "\n".join(lines[stop:]).strip("\n")
     body = before + "\n\n" + subsection.rstrip("\n") + "\n" + ("\n" + after + "\n" if after else "")
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(body)
-    temporary.replace(path)
+    write_text_atomic(path, body)
 
 
 def default_model() -> str:

@@ -26,6 +26,7 @@ from eval.progress import EvalReporter, NullEvalReporter
 from eval.records import write_json
 from rag.config import AppConfig
 from rag.embedder import Embedder
+from rag.files import write_text_atomic
 
 if TYPE_CHECKING:
     from ingest.progress import IngestReporter
@@ -115,15 +116,14 @@ def prepare_kb(
 def write_beir_corpus(corpus: Path, folder: Path) -> Path:
     """Write each document of a BEIR ``corpus.jsonl`` to ``folder/<corpus-id>.txt``; returns ``folder``.
 
-    Files already there are kept (a stopped write continues); each new one is written under a
-    hidden name, which ingestion skips, and renamed into place, so none is ever half written.
+    Files already there are kept (a stopped write continues); each new one is written by
+    :func:`~rag.files.write_text_atomic` (a hidden partial file, which ingestion skips, renamed into
+    place), so none is ever half written.
     """
     folder.mkdir(parents=True, exist_ok=True)
     for doc_id, title, text in iter_beir_corpus(corpus):
         path = folder / corpus_file_name(doc_id)
         if path.exists():
             continue
-        partial = folder / f".{path.name}.partial"
-        partial.write_text(f"{title}\n\n{text}" if title.strip() else text, encoding="utf-8")
-        partial.replace(path)
+        write_text_atomic(path, f"{title}\n\n{text}" if title.strip() else text)
     return folder
