@@ -238,7 +238,7 @@ class Citer:
             n=n,
             chunk_id=hit.chunk.id,
             file=hit.source,
-            title=Path(hit.source).name,
+            file_name=Path(hit.source).name,
             page=hit.chunk.page,
             page_label=hit.chunk.page_label,
             start=hit.chunk.start + start,

@@ -96,14 +96,16 @@ class Citation:
     ``start``/``end`` are character offsets in the page's text (the same offsets as a
     chunk's span), ``quote`` the words there, ``support`` how well the quote supports the
     citing sentence (0 to 1, :mod:`rag.support`), ``sentence`` the citing sentence without
-    markers. ``origin`` says who cited: the model wrote the marker, or the sentence was
-    attributed after the fact; ``supported`` whether ``support`` reaches ``citations.min_support``.
+    markers. ``file`` is the cited document's stored source path and ``file_name`` its base
+    name (not the document's title, :attr:`Document.title`). ``origin`` says who cited: the
+    model wrote the marker, or the sentence was attributed after the fact; ``supported``
+    whether ``support`` reaches ``citations.min_support``.
     """
 
     n: int
     chunk_id: int
     file: str
-    title: str
+    file_name: str
     page: int | None
     page_label: str | None
     start: int

@@ -70,6 +70,7 @@ def test_citations_map_to_passages_with_page_offsets_and_quote() -> None:
         "model",
         True,
     )
+    assert (first.file_name, second.file_name) == ("handbook.pdf", "faq.md")  # base names, not titles
     assert first.quote == "Full-time employees receive 28 days of paid vacation per year."
     passage = PASSAGES[0].chunk
     assert passage.text[first.start - passage.start : first.end - passage.start] == first.quote

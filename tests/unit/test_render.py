@@ -71,7 +71,7 @@ def test_upload_names_are_sanitised(given: str, expected: str) -> None:
 
 
 def test_titles_name_file_page_and_support() -> None:
-    citation = Citation(2, 7, "/kb/docs/handbook.pdf", "Handbook", 5, "iv", 0, 4, "text", 0.8, "A claim [2].")
+    citation = Citation(2, 7, "/kb/docs/handbook.pdf", "handbook.pdf", 5, "iv", 0, 4, "text", 0.8, "A claim [2].")
     assert citation_title(citation) == "[2] handbook.pdf · page iv (5) · support 80%"
     assert where(None, None) == "" and where(3, "3") == "page 3"
 
@@ -113,7 +113,7 @@ def test_answer_html_styles_a_marker_of_two_numbers() -> None:
 
 def test_titles_say_attributed_and_unsupported() -> None:
     citation = Citation(
-        n=1, chunk_id=1, file="/d/a.md", title="a.md", page=None, page_label=None, start=0, end=1, quote="q",
+        n=1, chunk_id=1, file="/d/a.md", file_name="a.md", page=None, page_label=None, start=0, end=1, quote="q",
         support=0.2, sentence="s", origin="attributed", supported=False,
     )  # fmt: skip
     assert citation_title(citation) == "[1] a.md · support 20% · attributed · unsupported"

@@ -256,7 +256,7 @@ def test_markdown_labels_show_untrusted_text_literally(payload: str) -> None:
     assert _markdown_shows(markdown_literal(payload)).replace("  ", " ") == one_line
     # A citation card's title (an expander label) from a file named with the payload.
     name = payload.replace("/", "_").replace("\n", " ")
-    citation = Citation(1, 1, f"/kb/docs/{name}.pdf", "t", 2, None, 0, 1, "q", 0.5, "s")
+    citation = Citation(1, 1, f"/kb/docs/{name}.pdf", f"{name}.pdf", 2, None, 0, 1, "q", 0.5, "s")
     assert _markdown_shows(markdown_literal(citation_title(citation))) == citation_title(citation)
 
 
