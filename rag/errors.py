@@ -43,9 +43,6 @@ class KnowledgeBaseDamagedError(KnowledgeBaseError):
         )
 
 
-damaged = KnowledgeBaseDamagedError
-
-
 class ManifestMismatchError(KnowledgeBaseError):
     """The knowledge base was built with settings that disagree with the configuration."""
 

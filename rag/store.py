@@ -47,7 +47,6 @@ from rag.errors import (
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
     KnowledgeBaseNotFoundError,
-    damaged,
 )
 from rag.faults import crash_point
 from rag.files import write_text_atomic
@@ -206,7 +205,9 @@ def read_manifest(connection: sqlite3.Connection, directory: Path) -> Manifest |
         return Manifest.model_validate_json(row[0])
     except ValidationError as exc:
         fields = sorted({".".join(str(part) for part in error["loc"]) or "the whole row" for error in exc.errors()})
-        raise damaged(directory, f"its manifest in {DB_NAME} does not read ({', '.join(fields)})") from None
+        raise KnowledgeBaseDamagedError(
+            directory, f"its manifest in {DB_NAME} does not read ({', '.join(fields)})"
+        ) from None
 
 
 def read_index(directory: Path, manifest: Manifest, config: AppConfig, *, counted: bool = True) -> FaissIndex:
@@ -222,14 +223,23 @@ def read_index(directory: Path, manifest: Manifest, config: AppConfig, *, counte
     except RuntimeError:
         if not path.is_file():  # a writer moved on and removed it while it was being read
             raise FileNotFoundError(path) from None
-        raise damaged(directory, f"{path.name} does not read as a FAISS index") from None
+        raise KnowledgeBaseDamagedError(directory, f"{path.name} does not read as a FAISS index") from None
     if (len(index) if counted else manifest.chunks, index.dimension) != (manifest.chunks, manifest.dimension):
-        raise damaged(
+        raise KnowledgeBaseDamagedError(
             directory,
             f"{path.name} holds {len(index)} vectors of {index.dimension} dimensions, "
             f"but the knowledge base has {manifest.chunks} chunks of {manifest.dimension}",
         )
     return index
+
+
+def _index_missing(directory: Path, generation: int) -> KnowledgeBaseDamagedError:
+    return KnowledgeBaseDamagedError(directory, f"{index_file_name(generation)}, its current index, is missing")
+
+
+def database_damaged(directory: Path | str, exc: sqlite3.DatabaseError) -> KnowledgeBaseDamagedError:
+    """The error for damage inside ``kb.sqlite`` that a query met (a torn or overwritten page)."""
+    return KnowledgeBaseDamagedError(directory, f"{DB_NAME}: {exc}")
 
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
@@ -371,7 +381,7 @@ class KnowledgeBase:
                 self.manifest = manifest
                 yield db, index
                 return
-        raise damaged(self.directory, f"{index_file_name(missing)}, its current index, is missing")
+        raise _index_missing(self.directory, missing)
 
     def chunks(self, ids: Iterable[int]) -> dict[int, tuple[Chunk, str]]:
         """Chunks by id with their source path; ids deleted since the index was read are absent."""
@@ -558,7 +568,7 @@ class KnowledgeBaseWriter:
                     # A repair recounts the manifest: its counts are not the file's measure then.
                     index = read_index(directory, stored, config, counted=repair is None)
                 except FileNotFoundError:
-                    raise damaged(directory, f"{index_file_name(generation)}, its current index, is missing") from None
+                    raise _index_missing(directory, generation) from None
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 embedding_model=config.embedding.model,

@@ -16,9 +16,9 @@ from typing import Any
 import streamlit as st
 
 from ingest.progress import FileEvent, describe
-from rag.errors import KnowledgeBaseError, RagError, damaged
+from rag.errors import KnowledgeBaseError, RagError
 from rag.pipeline import AnswerDelta
-from rag.store import DB_NAME
+from rag.store import database_damaged
 from rag.types import Answer, Citation, ScoredChunk
 from ui.pdf_pages import PageRenderError, render_pdf_page
 from ui.render import (
@@ -57,7 +57,7 @@ def render_chat(service: ChatService) -> None:
     except KnowledgeBaseError as exc:
         st.error(markdown_literal(str(exc)))
     except sqlite3.DatabaseError as exc:
-        st.error(markdown_literal(str(damaged(service.config.kb_dir, f"{DB_NAME}: {exc}"))))
+        st.error(markdown_literal(str(database_damaged(service.config.kb_dir, exc))))
 
 
 def _render_chat(service: ChatService) -> None:

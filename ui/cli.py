@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from rag.config import AppConfig, load_config, parse_assignments
-from rag.errors import RagError, damaged
+from rag.errors import RagError
 from rag.types import Answer, ScoredChunk
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
@@ -161,10 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.DatabaseError as exc:
         # Damage below the manifest (a torn or overwritten page of kb.sqlite) shows where a query
         # touches it; one line, as for every damaged knowledge base, not a stack trace.
-        from rag.store import DB_NAME
+        from rag.store import database_damaged
 
         where = config.kb_dir if config is not None else "(unknown)"
-        err.print(f"[red]error:[/red] {damaged(where, f'{DB_NAME}: {exc}')}", markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {database_damaged(where, exc)}", markup=True, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("interrupted: what was committed is kept; run the same command again to resume")
