@@ -27,13 +27,12 @@ a sentence as unverified. The replay therefore errs towards abstaining.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from eval.metrics import contains_reference
+from eval.records import Sample, read_run
 
 # 0.40 .. 0.80. Not lower: the default support is the mean of word overlap and cosine, so below
 # 0.40 a span that shares no content word with the claim passes on embedding similarity alone
@@ -42,34 +41,30 @@ from eval.metrics import contains_reference
 THRESHOLDS = [round(0.05 * step, 2) for step in range(8, 17)]
 
 
-def load_samples(run_dir: Path) -> list[dict[str, Any]]:
-    with (run_dir / "samples.jsonl").open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def replay(sample: dict[str, Any], threshold: float) -> tuple[bool, bool, bool]:
+def replay(sample: Sample, threshold: float) -> tuple[bool, bool, bool]:
     """``(abstained, cites_gold, contains_reference)`` of one answer at ``threshold``."""
-    kept = [c for c in sample.get("citations") or [] if c["support"] >= threshold]
-    gold = {(Path(s["file"]).name, s.get("page")) for s in sample.get("gold_sources") or []}
-    on_gold = any((Path(c["file"]).name, c["page"]) in gold or (Path(c["file"]).name, None) in gold for c in kept)
-    said_unknown = "don't know" in (sample.get("answer") or "").lower()
+    kept = [c for c in sample.citations if (c.support or 0.0) >= threshold]
+    gold = {(Path(s.file).name, s.page) for s in sample.gold_sources}
+    on_gold = any((Path(c.file).name, c.page) in gold or (Path(c.file).name, None) in gold for c in kept)
+    said_unknown = "don't know" in (sample.answer or "").lower()
     abstained = not kept or said_unknown
-    contains = contains_reference(" ".join(c["sentence"] for c in kept), sample.get("answers") or []) == 1.0
+    contains = contains_reference(" ".join(c.sentence for c in kept), sample.answers) == 1.0
     return abstained, on_gold and not abstained, contains
 
 
-def sweep(samples: Sequence[dict[str, Any]]) -> list[dict[str, float | None]]:
+def sweep(samples: Sequence[Sample]) -> list[dict[str, float | None]]:
     rows = []
     for threshold in THRESHOLDS:
         abstained_on = {"unanswerable": 0, "answerable": 0}
-        unanswerable = sum(1 for s in samples if s.get("unanswerable"))
-        gold_questions = [s for s in samples if not s.get("unanswerable") and s.get("gold_sources")]
+        unanswerable = sum(1 for s in samples if s.unanswerable)
+        gold_questions = [s for s in samples if not s.unanswerable and s.gold_sources]
+        gold_ids = {s.id for s in gold_questions}
         cites_gold = correct = 0
         for sample in samples:
             abstained, on_gold, contains = replay(sample, threshold)
             if abstained:
-                abstained_on["unanswerable" if sample.get("unanswerable") else "answerable"] += 1
-            if sample in gold_questions:
+                abstained_on["unanswerable" if sample.unanswerable else "answerable"] += 1
+            if sample.id in gold_ids:
                 cites_gold += on_gold
                 correct += on_gold and contains
         total = abstained_on["unanswerable"] + abstained_on["answerable"]
@@ -107,11 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     per_run = []
     for run in args.runs:
-        info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        stored = read_run(run)
+        info = stored.info
         if info["config"]["citations"]["min_support"] != 0:
             print(f"{run}: made with min_support {info['config']['citations']['min_support']}, not 0", file=sys.stderr)
             return 1
-        rows = sweep(load_samples(run))
+        rows = sweep(stored.samples)
         per_run.append(rows)
         print(f"\n{run} ({info['dataset']['name']}, {info['config']['answer']['citations']})")
         print("| min_support | abstention P | abstention R | abstention F1 | cites_gold | correct_and_cited |")

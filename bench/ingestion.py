@@ -266,7 +266,7 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
         "device": embedder.device,
         "torch_threads": _torch_threads(),
         "files": summary.added,
-        "failed": summary.failed,
+        "failed": summary.as_dict()["failed"],
         "pages": summary.pages,
         "chunks": summary.new_chunks,
         "pages_per_second": summary.pages / window.seconds,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from eval import htmlkit
-from eval.records import EvalRunError, StoredRun, read_run
+from eval.records import EvalRunError, Sample, StoredRun, read_run
 from eval.scoring import ALL_METRICS, LABELS, QUALITY_METRICS
 from eval.stats import paired_bootstrap_pvalue, paired_permutation_pvalue
 
@@ -101,7 +101,7 @@ def compare_runs(
         raise EvalRunError(f"{run_a} and {run_b} share no question that both evaluated: nothing to compare")
     rows = []
     for name in ALL_METRICS:
-        pairs = [(by_id_a[q]["metrics"].get(name), by_id_b[q]["metrics"].get(name)) for q in common]
+        pairs = [(by_id_a[q].metric(name), by_id_b[q].metric(name)) for q in common]
         both = [(x, y) for x, y in pairs if x is not None and y is not None]
         if not both:
             continue
@@ -128,11 +128,9 @@ def compare_runs(
             + (f" (shared: {', '.join(shared)})" if shared else "")
         )
     changes = [
-        QuestionChange(q, str(by_id_b[q]["question"]), float(x), float(y))
+        QuestionChange(q, by_id_b[q].question, x, y)
         for q in common
-        if (x := by_id_a[q]["metrics"].get(primary)) is not None
-        and (y := by_id_b[q]["metrics"].get(primary)) is not None
-        and x != y
+        if (x := by_id_a[q].metric(primary)) is not None and (y := by_id_b[q].metric(primary)) is not None and x != y
     ]
     return Comparison(
         run_a=str(run_a),
@@ -150,8 +148,8 @@ def compare_runs(
     )
 
 
-def _usable(run: StoredRun) -> dict[str, dict[str, Any]]:
-    return {str(sample["id"]): sample for sample in run.samples if not sample.get("error")}
+def _usable(run: StoredRun) -> dict[str, Sample]:
+    return {sample.id: sample for sample in run.samples if not sample.error}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,12 +178,45 @@ def render_text(comparison: Comparison, *, listed: int = 10) -> str:
     for title, changes in (("better", comparison.better), ("worse", comparison.worse)):
         lines.append("")
         lines.append(f"{len(changes)} questions {title} in B on {label}" + (":" if changes else ""))
-        for change in changes[:listed]:
-            question = " ".join(change.question.split())
-            lines.append(f"  {change.a:.3f} -> {change.b:.3f}  [{change.id}] {question[:100]}")
+        lines.extend(f"  {change_line(change)}" for change in changes[:listed])
         if len(changes) > listed:
             lines.append(f"  ... and {len(changes) - listed} more (--json lists them all)")
     return "\n".join(lines) + "\n"
+
+
+TABLE_COLUMNS = ("metric", "A", "B", "B − A", "n", "p (permutation)", "p (bootstrap)")
+
+
+def metric_table(comparison: Comparison) -> list[dict[str, str | float | int | None]]:
+    """The metric rows as records for a table (columns :data:`TABLE_COLUMNS`), to 4 decimals: the web page's table."""
+
+    def shown(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return [
+        dict(
+            zip(
+                TABLE_COLUMNS,
+                (
+                    row.name,
+                    shown(row.mean_a),
+                    shown(row.mean_b),
+                    shown(row.delta),
+                    row.n,
+                    shown(row.p_permutation),
+                    shown(row.p_bootstrap),
+                ),
+                strict=True,
+            )
+        )
+        for row in comparison.metrics
+    ]
+
+
+def change_line(change: QuestionChange) -> str:
+    """``+1.000  0.000 -> 1.000  [q7] What is ...``: one changed question on one line."""
+    question = " ".join(change.question.split())
+    return f"{change.delta:+.3f}  {change.a:.3f} -> {change.b:.3f}  [{change.id}] {question[:100]}"
 
 
 def _p(value: float | None) -> str:
@@ -219,11 +250,7 @@ def comparison_html(comparison: Comparison, *, listed: int = 25) -> str:
     ]
     if not comparison.same_dataset:
         parts.append('<p class="worse">The runs used different datasets (content hashes differ).</p>')
-    parts.append(
-        htmlkit.table(
-            ["metric", "A", "B", "B − A", "n", "p (permutation)", "p (bootstrap)"], rows, numeric=(1, 2, 3, 4, 5, 6)
-        )
-    )
+    parts.append(htmlkit.table(list(TABLE_COLUMNS), rows, numeric=(1, 2, 3, 4, 5, 6)))
     label = LABELS.get(comparison.primary, comparison.primary)
     for title, changes in (("better", comparison.better), ("worse", comparison.worse)):
         parts.append(f"<h3>{len(changes)} questions {title} in B on {htmlkit.text(label)}</h3>")

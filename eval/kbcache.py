@@ -99,7 +99,7 @@ def prepare_kb(
     if summary.failed:
         reporter.message(f"{len(summary.failed)} document(s) could not be ingested and cannot be retrieved:")
         for failure in summary.failed[:20]:
-            reporter.message(f"  {failure['path']}: {failure['reason']}")
+            reporter.message(f"  {failure.path}: {failure.reason}")
     write_json(
         folder / _DONE_FILE,
         {

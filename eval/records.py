@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pydantic import ConfigDict, Field, ValidationError
+
 from rag.errors import RagError
 from rag.files import write_text_atomic
+from rag.records import CitationRecord, HitRecord, Record, located
+from rag.types import ScoredChunk
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -27,7 +31,74 @@ TREC_QRELS_FILE = "run.qrels"
 COMPARE_FILE = "compare.html"
 
 Mode = Literal["full", "retrieval-only", "closed-book"]
-Sample = dict[str, Any]
+
+
+class GoldSource(Record):
+    """A file (and page) the dataset says holds a question's answer."""
+
+    file: str
+    page: int | None = None
+
+    @property
+    def where(self) -> str:
+        return located(self.file, self.page)
+
+
+class RetrievedPassage(HitRecord):
+    """A passage in a question's ranking: the hit, its ``rank`` (1-based), its ``id`` as the
+    dataset's qrels name it, and whether it was given to the model (``in_prompt``)."""
+
+    rank: int
+    id: str
+    in_prompt: bool = False
+
+    @classmethod
+    def ranked(cls, hit: ScoredChunk, rank: int, doc_id: str, in_prompt: bool) -> RetrievedPassage:
+        return cls.model_validate(HitRecord.fields_of(hit) | {"rank": rank, "id": doc_id, "in_prompt": in_prompt})
+
+
+class Sample(Record):
+    """One line of ``samples.jsonl``: a question, its gold labels, what each stage produced, its metrics.
+
+    ``metrics`` maps every metric name of the run's mode to its value for this question, ``None``
+    where it does not apply (no relevant passage, an abstention, a failed question). Fields a
+    stage did not reach are ``None`` (``answer`` in retrieval-only mode) or empty.
+    """
+
+    # Question ids are strings; some datasets write them as numbers, and older runs kept that.
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    id: str
+    question: str
+    answers: list[str] = Field(default_factory=list)
+    gold_sources: list[GoldSource] = Field(default_factory=list)
+    qrels: dict[str, int] = Field(default_factory=dict)
+    unanswerable: bool = False
+    mode: Mode = "full"
+    retrieved: list[RetrievedPassage] = Field(default_factory=list)
+    first_relevant_rank: int | None = None
+    prompt: str | None = None
+    prompt_tokens: int | None = None
+    passages_dropped: int | None = None
+    raw_output: str | None = None
+    answer: str | None = None
+    abstained: bool | None = None
+    unverified_sentences: int | None = None
+    citations: list[CitationRecord] = Field(default_factory=list)
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    error: str | None = None
+
+    def metric(self, name: str) -> float | None:
+        """This question's value of metric ``name``; ``None`` when it has none."""
+        return self.metrics.get(name)
+
+    @property
+    def gold(self) -> list[str]:
+        """What the dataset gives as the answer: reference answers and gold sources, as labels."""
+        return [*self.answers, *(source.where for source in self.gold_sources)]
 
 
 class EvalRunError(RagError):
@@ -98,7 +169,15 @@ def read_samples(path: Path) -> Iterator[Sample]:
             raise EvalRunError(f"{path}, line {number}: not a JSON record; the file is damaged") from None
         if not isinstance(record, dict) or "id" not in record:
             raise EvalRunError(f"{path}, line {number}: not a sample record")
-        yield record
+        try:
+            yield Sample.model_validate(record)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            field = ".".join(str(part) for part in problem["loc"])
+            raise EvalRunError(
+                f"{path}, line {number}: field {field!r}: {problem['msg']} (written by another version?). "
+                "Run `rag eval` again with a new --out to make a run this version reads"
+            ) from None
 
 
 class SampleLog:
@@ -123,15 +202,15 @@ class SampleLog:
             if end < len(data):
                 with open(path, "r+b") as stream:
                     stream.truncate(end)
-            done = {str(record["id"]): record for record in read_samples(path)}
+            done = {record.id: record for record in read_samples(path)}
         return cls(path, open(path, "ab"), done)
 
     def append(self, record: Sample) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = record.model_dump_json() + "\n"
         self._stream.write(line.encode("utf-8"))
         self._stream.flush()
         os.fsync(self._stream.fileno())
-        self.done[str(record["id"])] = record
+        self.done[record.id] = record
 
     def extend(self, records: Iterable[Sample]) -> None:
         for record in records:

@@ -61,10 +61,10 @@ def compute_metrics(
     (their record has an ``error``) are counted and listed but enter no mean. A metric that
     applies to no question is absent from ``metrics``.
     """
-    ok = [sample for sample in samples if not sample.get("error")]
+    ok = [sample for sample in samples if not sample.error]
     aggregates: dict[str, dict[str, Any]] = {}
     for name in ALL_METRICS:
-        values = [sample["metrics"].get(name) for sample in ok]
+        values = [sample.metric(name) for sample in ok]
         present = [value for value in values if value is not None]
         if not present:
             continue
@@ -76,20 +76,20 @@ def compute_metrics(
         }
     judged = [name for name in RETRIEVAL_METRICS if name in aggregates]
     if judged:
-        retrieved = [sample for sample in ok if sample["metrics"].get(judged[0]) is not None]
-        qrels = {sample["id"]: sample["qrels"] for sample in retrieved}
-        rankings = {sample["id"]: [passage["id"] for passage in sample["retrieved"]] for sample in retrieved}
+        retrieved = [sample for sample in ok if sample.metric(judged[0]) is not None]
+        qrels = {sample.id: sample.qrels for sample in retrieved}
+        rankings = {sample.id: [passage.id for passage in sample.retrieved] for sample in retrieved}
         for name, value in ranx_scores(qrels, run_from_rankings(rankings), judged).items():
             aggregates[name]["mean"] = value
 
-    answered = [sample for sample in ok if sample.get("abstained") is not None]
-    abstention = abstention_scores((bool(sample["unanswerable"]), bool(sample["abstained"])) for sample in answered)
-    latencies = [sample["metrics"]["latency_s"] for sample in ok if sample["metrics"].get("latency_s") is not None]
-    tokens = [float(t) for sample in ok if (t := sample["metrics"].get("completion_tokens")) is not None]
+    answered = [sample for sample in ok if sample.abstained is not None]
+    abstention = abstention_scores((sample.unanswerable, bool(sample.abstained)) for sample in answered)
+    latencies = [t for sample in ok if (t := sample.metric("latency_s")) is not None]
+    tokens = [t for sample in ok if (t := sample.metric("completion_tokens")) is not None]
     ranks = Counter(
-        str(sample["first_relevant_rank"]) if sample["first_relevant_rank"] is not None else "none"
+        str(sample.first_relevant_rank) if sample.first_relevant_rank is not None else "none"
         for sample in ok
-        if sample["metrics"].get("hit@10") is not None
+        if sample.metric("hit@10") is not None
     )
     return {
         **info,
@@ -98,9 +98,9 @@ def compute_metrics(
         "counts": {
             "questions": len(samples),
             "failed": len(samples) - len(ok),
-            "answered": sum(not sample["abstained"] for sample in answered),
+            "answered": sum(not sample.abstained for sample in answered),
             "abstained": abstention.abstained,
-            "unanswerable": sum(bool(sample["unanswerable"]) for sample in ok),
+            "unanswerable": sum(sample.unanswerable for sample in ok),
         },
         "metrics": aggregates,
         "abstention": {
@@ -116,7 +116,7 @@ def compute_metrics(
         # Each question's latency is its share of the run's time, so this is the run's throughput.
         "questions_per_minute": 60 * len(latencies) / sum(latencies) if latencies and sum(latencies) > 0 else None,
         "first_relevant_rank": dict(sorted(ranks.items(), key=lambda item: _rank_order(item[0]))),
-        "failed": [{"id": sample["id"], "error": sample["error"]} for sample in samples if sample.get("error")],
+        "failed": [{"id": sample.id, "error": sample.error} for sample in samples if sample.error],
     }
 
 
@@ -170,16 +170,16 @@ def write_trec(out_dir: Path, samples: Sequence[Sample], tag: str) -> tuple[Path
     ``metrics.json`` was computed from, so tools that sort by score see the same order (the
     retrievers' own scores, which tie under fusion, are in ``samples.jsonl``).
     """
-    retrieved = [sample for sample in samples if sample.get("retrieved") and not sample.get("error")]
+    retrieved = [sample for sample in samples if sample.retrieved and not sample.error]
     if not retrieved:
         return None
     run_lines, qrels_lines = [], []
     for sample in retrieved:
-        qid = _trec_token(str(sample["id"]))
-        ranking = dict.fromkeys(passage["id"] for passage in sample["retrieved"])
+        qid = _trec_token(sample.id)
+        ranking = dict.fromkeys(passage.id for passage in sample.retrieved)
         for rank, doc_id in enumerate(ranking, start=1):
             run_lines.append(f"{qid} Q0 {_trec_token(doc_id)} {rank} {1 / rank:.6f} {_trec_token(tag)}\n")
-        for doc_id, relevance in sample["qrels"].items():
+        for doc_id, relevance in sample.qrels.items():
             qrels_lines.append(f"{qid} 0 {_trec_token(doc_id)} {relevance}\n")
     run_path, qrels_path = out_dir / TREC_RUN_FILE, out_dir / TREC_QRELS_FILE
     write_text_atomic(run_path, "".join(run_lines))
@@ -324,7 +324,7 @@ def chart_svgs(metrics: dict[str, Any], samples: Sequence[Sample]) -> list[str]:
             ci = aggregates[name]["ci95"]
             bars.append((LABELS[name], aggregates[name]["mean"], (ci[0], ci[1]) if ci else None))
     charts = [plots.bar_chart(bars, title="Metrics with 95% intervals", y_max=1.0)]
-    latencies = [s["metrics"]["latency_s"] for s in samples if s["metrics"].get("latency_s") is not None]
+    latencies = [t for sample in samples if (t := sample.metric("latency_s")) is not None]
     charts.append(plots.histogram(latencies, title="Latency per question", x_label="seconds", bins=12))
     ranks = metrics.get("first_relevant_rank", {})
     charts.append(
@@ -344,23 +344,18 @@ def _question_table(samples: Sequence[Sample], mode: str) -> str:
     header = ["#", "id", "question", "answer", "gold", "first hit", *[LABELS[c] for c in columns]]
     rows = []
     for number, sample in enumerate(samples, start=1):
-        gold = list(sample.get("answers", [])) + [
-            f"{s['file']}" + (f" p.{s['page']}" if s.get("page") is not None else "")
-            for s in sample.get("gold_sources", [])
-        ]
-        if not gold and sample.get("qrels"):
-            gold = sorted(sample["qrels"])
-        answer = f"error: {sample['error']}" if sample.get("error") else sample.get("answer") or ""
+        gold = sample.gold or sorted(sample.qrels)
+        answer = f"error: {sample.error}" if sample.error else sample.answer or ""
         rows.append(
             [
                 str(number),
-                htmlkit.text(sample["id"]),
-                htmlkit.text(sample["question"]) + _details(sample),
-                htmlkit.text(answer) + (' <span class="muted">(abstained)</span>' if sample.get("abstained") else ""),
+                htmlkit.text(sample.id),
+                htmlkit.text(sample.question) + _details(sample),
+                htmlkit.text(answer) + (' <span class="muted">(abstained)</span>' if sample.abstained else ""),
                 htmlkit.text("; ".join(gold))
-                or ('<span class="muted">unanswerable</span>' if sample.get("unanswerable") else ""),
-                htmlkit.text(sample.get("first_relevant_rank") or "–"),
-                *[htmlkit.number(sample["metrics"].get(c)) for c in columns],
+                or ('<span class="muted">unanswerable</span>' if sample.unanswerable else ""),
+                htmlkit.text(sample.first_relevant_rank or "–"),
+                *[htmlkit.number(sample.metric(c)) for c in columns],
             ]
         )
     numeric = tuple(range(5, 6 + len(columns)))
@@ -370,32 +365,32 @@ def _question_table(samples: Sequence[Sample], mode: str) -> str:
 def _details(sample: Sample) -> str:
     passages = [
         [
-            str(p["rank"]),
-            htmlkit.text(p["file"]) + (f" p.{htmlkit.text(p['page'])}" if p.get("page") is not None else ""),
-            htmlkit.number(p.get("score"), 4),
-            "yes" if p["id"] in sample.get("qrels", {}) else "",
-            htmlkit.text(_clip(p.get("text", ""), _PASSAGE_CHARS)),
+            str(p.rank),
+            htmlkit.text(p.where),
+            htmlkit.number(p.score, 4),
+            "yes" if p.id in sample.qrels else "",
+            htmlkit.text(_clip(p.text, _PASSAGE_CHARS)),
         ]
-        for p in sample.get("retrieved", [])
+        for p in sample.retrieved
     ]
     citations = [
         [
-            f"[{c['n']}]",
-            htmlkit.text(c["file"]) + (f" p.{htmlkit.text(c['page'])}" if c.get("page") is not None else ""),
-            htmlkit.number(c.get("support"), 2),
-            htmlkit.text(c.get("quote", "")),
+            f"[{c.n}]",
+            htmlkit.text(c.where),
+            htmlkit.number(c.support, 2),
+            htmlkit.text(c.quote),
         ]
-        for c in sample.get("citations", [])
+        for c in sample.citations
     ]
     parts = []
     if passages:
         parts.append(htmlkit.table(["rank", "source", "score", "gold", "text"], passages))
     if citations:
         parts.append(htmlkit.table(["citation", "source", "support", "quote"], citations))
-    if sample.get("raw_output") is not None:
-        parts.append(f"<p>raw output:</p><pre>{htmlkit.text(sample['raw_output'])}</pre>")
-    if sample.get("prompt"):
-        prompt = htmlkit.text(_clip(sample["prompt"], _PROMPT_CHARS))
+    if sample.raw_output is not None:
+        parts.append(f"<p>raw output:</p><pre>{htmlkit.text(sample.raw_output)}</pre>")
+    if sample.prompt:
+        prompt = htmlkit.text(_clip(sample.prompt, _PROMPT_CHARS))
         parts.append(f"<details><summary>prompt</summary><pre>{prompt}</pre></details>")
     if not parts:
         return ""

@@ -31,7 +31,18 @@ from eval.judges import build_judge, describe_judge
 from eval.kbcache import prepare_kb
 from eval.metrics import SupportJudge
 from eval.progress import EvalReporter, NullEvalReporter
-from eval.records import RUN_FILE, SAMPLES_FILE, EvalRunError, Mode, Sample, SampleLog, read_json, write_json
+from eval.records import (
+    RUN_FILE,
+    SAMPLES_FILE,
+    EvalRunError,
+    GoldSource,
+    Mode,
+    RetrievedPassage,
+    Sample,
+    SampleLog,
+    read_json,
+    write_json,
+)
 from eval.report import headline, utc_timestamp, write_outputs
 from eval.scoring import (
     ANSWER_METRICS,
@@ -54,6 +65,7 @@ from rag.errors import QuestionTooLongError
 from rag.generator import Generation, Generator
 from rag.pipeline import Pipeline, build_citer, prompt_builder
 from rag.prompt import ChatTokenizer, Prompt
+from rag.records import CitationRecord, rounded
 from rag.retriever import build_retriever, retrieve_many
 from rag.store import KnowledgeBase
 from rag.types import Answer, ScoredChunk
@@ -186,7 +198,7 @@ def run_eval(
     metrics, files = write_outputs(
         out_dir, samples, info, n_resamples=config.eval.bootstrap_resamples, seed=config.eval.seed
     )
-    failed = tuple((str(sample["id"]), str(sample["error"])) for sample in samples if sample.get("error"))
+    failed = tuple((sample.id, sample.error) for sample in samples if sample.error)
     return RunSummary(
         out_dir, dataset.name, mode, len(scope), evaluated, resumed, failed, metrics, files, time.monotonic() - started
     )
@@ -433,55 +445,30 @@ def _record(
     metrics["latency_s"] = timings.get("latency_s") if error is None else None
     tokens = output.completion_tokens if output is not None else None
     metrics["completion_tokens"] = float(tokens) if tokens is not None else None
-    return {
-        "id": question.id,
-        "question": question.question,
-        "answers": list(question.answers),
-        "gold_sources": [{"file": source.file, "page": source.page} for source in question.gold_sources],
-        "qrels": qrels,
-        "unanswerable": question.unanswerable,
-        "mode": mode,
-        "retrieved": [
-            {
-                "rank": rank,
-                "id": doc_id,
-                "file": hit.source,
-                "page": hit.chunk.page,
-                "chunk_id": hit.chunk.id,
-                "score": round(hit.score, 6),
-                "retrievers": list(hit.retrievers),
-                "in_prompt": rank <= in_prompt,
-                "text": hit.chunk.text,
-            }
+    return Sample(
+        id=question.id,
+        question=question.question,
+        answers=list(question.answers),
+        gold_sources=[GoldSource(file=source.file, page=source.page) for source in question.gold_sources],
+        qrels=qrels,
+        unanswerable=question.unanswerable,
+        mode=mode,
+        retrieved=[
+            RetrievedPassage.ranked(hit, rank, doc_id, in_prompt=rank <= in_prompt)
             for rank, (hit, doc_id) in enumerate(zip(ranking, ranked_ids, strict=True), start=1)
         ],
-        "first_relevant_rank": first_relevant_rank(ranked_ids, qrels) if mode != "closed-book" else None,
-        "prompt": prompt.text if prompt is not None else None,
-        "prompt_tokens": prompt.token_count if prompt is not None else None,
-        "passages_dropped": prompt.dropped if prompt is not None else None,
-        "raw_output": answer.raw_output if answer is not None else None,
-        "answer": answer.text if answer is not None else None,
-        "abstained": abstained,
-        "unverified_sentences": len(answer.unverified) if answer is not None else None,
-        "citations": [
-            {
-                "n": citation.n,
-                "file": citation.file,
-                "page": citation.page,
-                "chunk_id": citation.chunk_id,
-                "start": citation.start,
-                "end": citation.end,
-                "quote": citation.quote,
-                "support": citation.support,
-                "sentence": citation.sentence,
-                "origin": citation.origin,
-                "supported": citation.supported,
-            }
-            for citation in (answer.citations if answer is not None else ())
-        ],
-        "completion_tokens": output.completion_tokens if output is not None else None,
-        "finish_reason": output.finish_reason if output is not None else None,
-        "timings": {key: round(value, 6) for key, value in timings.items()},
-        "metrics": metrics,
-        "error": error,
-    }
+        first_relevant_rank=first_relevant_rank(ranked_ids, qrels) if mode != "closed-book" else None,
+        prompt=prompt.text if prompt is not None else None,
+        prompt_tokens=prompt.token_count if prompt is not None else None,
+        passages_dropped=prompt.dropped if prompt is not None else None,
+        raw_output=answer.raw_output if answer is not None else None,
+        answer=answer.text if answer is not None else None,
+        abstained=abstained,
+        unverified_sentences=len(answer.unverified) if answer is not None else None,
+        citations=[CitationRecord.of(citation) for citation in (answer.citations if answer is not None else ())],
+        completion_tokens=output.completion_tokens if output is not None else None,
+        finish_reason=output.finish_reason if output is not None else None,
+        timings=rounded(timings),
+        metrics=metrics,
+        error=error,
+    )

@@ -27,12 +27,13 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
+from pydantic import BaseModel, Field
 
 from ingest.chunking import chunk_pages
 from ingest.discovery import discover
@@ -43,6 +44,7 @@ from rag.context import indexed_text, page_contexts
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
 from rag.faults import crash_point
+from rag.records import FailedFile, TextlessFile
 from rag.store import KnowledgeBaseWriter, StoredDocument, document_id_for, utc_now
 from rag.types import Chunk, Document, LoadedDocument, Page
 
@@ -61,19 +63,18 @@ class FileLoad:
     textless_pages: tuple[int, ...] = ()  # numbered pages with no text (scanned pages of a text PDF)
 
 
-@dataclass
-class IngestSummary:
-    """What a run did. ``as_dict()`` is the ``rag ingest --json`` object."""
+class IngestSummary(BaseModel):
+    """What a run did: the ``rag ingest --json`` object (:meth:`as_dict`), filled in as the run goes."""
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
     skipped: int = 0
-    failed: list[dict[str, str]] = field(default_factory=list)
-    pages_without_text: list[dict[str, Any]] = field(default_factory=list)  # {"path", "pages": [n, ...], "of"}
+    failed: list[FailedFile] = []
+    pages_without_text: list[TextlessFile] = []
     pages: int = 0
-    new_chunks: int = 0
+    new_chunks: int = Field(default=0, exclude=True)  # the run's own count, not reported
     documents: int = 0
     chunks: int = 0
     seconds: float = 0.0
@@ -83,19 +84,7 @@ class IngestSummary:
         return bool(self.added or self.updated or self.removed)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "removed": self.removed,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "pages_without_text": self.pages_without_text,
-            "pages": self.pages,
-            "documents": self.documents,
-            "chunks": self.chunks,
-            "seconds": round(self.seconds, 3),
-        }
+        return self.model_dump(mode="json") | {"seconds": round(self.seconds, 3)}
 
 
 def read_file(
@@ -298,7 +287,7 @@ class _Ingestion:
         self._last_commit = time.monotonic()
 
     def fail(self, path: str, reason: str, size_bytes: int = 0) -> None:
-        self.summary.failed.append({"path": path, "reason": reason})
+        self.summary.failed.append(FailedFile(path=path, reason=reason))
         self.writer.record_file(self.run_id, path, "failed", reason)
         self.reporter.file_done(FileEvent(path, "failed", size_bytes, reason=reason))
 
@@ -356,7 +345,7 @@ class _Ingestion:
                 self.summary.new_chunks += count
                 load, pages = pending.load, len(pending.pages)
                 if load.textless_pages:
-                    entry = {"path": load.path, "pages": list(load.textless_pages), "of": pages}
+                    entry = TextlessFile(path=load.path, pages=list(load.textless_pages), of=pages)
                     self.summary.pages_without_text.append(entry)
                 event = FileEvent(load.path, pending.outcome, load.size_bytes, pages, count, None, load.textless_pages)
                 self.reporter.file_done(event)

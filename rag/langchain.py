@@ -3,8 +3,9 @@
     retriever = KnowledgeBaseRetriever(retriever=build_retriever(config, kb, embedder), k=5)
     retriever.invoke("What is the vacation policy?")  # -> list[langchain_core.documents.Document]
 
-Each document's metadata carries the file, page, character span, score and retrievers, so a
-chain can cite where its context came from.
+Each document's metadata is :class:`rag.records.HitRecord` without the text (the file, page,
+character span, chunk id, score and retrievers), the same record ``rag search --json`` prints, so
+a chain can cite where its context came from.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from rag.records import HitRecord
 from rag.retriever import Retriever
 
 
@@ -30,18 +32,6 @@ class KnowledgeBaseRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         inner: Retriever = self.retriever
         return [
-            Document(
-                page_content=hit.chunk.text,
-                metadata={
-                    "file": hit.source,
-                    "page": hit.chunk.page,
-                    "page_label": hit.chunk.page_label,
-                    "start": hit.chunk.start,
-                    "end": hit.chunk.end,
-                    "chunk_id": hit.chunk.id,
-                    "score": hit.score,
-                    "retrievers": list(hit.retrievers),
-                },
-            )
+            Document(page_content=hit.chunk.text, metadata=HitRecord.of(hit).model_dump(exclude={"text"}))
             for hit in inner.retrieve(query, self.k)
         ]

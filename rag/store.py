@@ -53,6 +53,7 @@ from rag.files import write_text_atomic
 from rag.index import FaissIndex, Vectors
 from rag.keyword import Bm25Index
 from rag.manifest import FORMAT_VERSION, Manifest
+from rag.records import FailedFile
 from rag.types import Chunk, Document, Page, ScoredChunk
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class RunInfo:
     finished_at: str | None
     status: str
     summary: dict[str, Any]
-    failed: list[dict[str, str]]
+    failed: list[FailedFile]
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +472,7 @@ def _last_run(db: sqlite3.Connection) -> RunInfo | None:
     if row is None:
         return None
     failed = [
-        {"path": path, "reason": reason}
+        FailedFile(path=path, reason=reason)
         for path, reason in db.execute(
             "SELECT path, reason FROM run_files WHERE run_id = ? AND outcome = 'failed' ORDER BY path",
             (row[0],),

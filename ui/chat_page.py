@@ -283,7 +283,7 @@ def _last_run(facts: KnowledgeBaseFacts) -> None:
     if run.failed:
         with st.expander(f"{len(run.failed)} file(s) failed in the last ingest"):
             for failure in run.failed:
-                st.text(f"{file_name(failure['path'])}: {failure['reason']}")
+                st.text(f"{file_name(failure.path)}: {failure.reason}")
 
 
 def _uploads(service: ChatService) -> None:
@@ -309,7 +309,7 @@ def _uploads(service: ChatService) -> None:
     summary = result.summary
     if summary is not None:
         for failure in summary.failed:
-            st.error(f"{markdown_literal(file_name(failure['path']))}: {markdown_literal(failure['reason'])}")
+            st.error(f"{markdown_literal(file_name(failure.path))}: {markdown_literal(failure.reason)}")
         st.success(
             f"Added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}; "
             f"{summary.new_chunks} new passages in {summary.seconds:.1f} s."

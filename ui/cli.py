@@ -21,7 +21,8 @@ from rich.console import Console
 
 from rag.config import AppConfig, load_config, parse_assignments
 from rag.errors import RagError
-from rag.types import Answer, ScoredChunk
+from rag.records import AnswerRecord, HitRecord
+from rag.types import Answer
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
 
@@ -179,7 +180,10 @@ def _config_from(args: argparse.Namespace) -> AppConfig:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    """Print ``value`` (JSON data, a record, or a list of records) as indented JSON."""
+    from pydantic import TypeAdapter
+
+    sys.stdout.write(TypeAdapter(Any).dump_json(value, indent=2).decode("utf-8") + "\n")
 
 
 def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
@@ -199,11 +203,11 @@ def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int
         if summary.failed:
             print(f"{len(summary.failed)} file(s) failed:")
             for failure in summary.failed:
-                print(f"  {shown_path(failure['path'])}: {failure['reason']}")
+                print(f"  {shown_path(failure.path)}: {failure.reason}")
         if summary.pages_without_text:
             print(f"{len(summary.pages_without_text)} file(s) have pages without text, stored empty:")
             for textless in summary.pages_without_text:
-                print(f"  {shown_path(textless['path'])}: {textless_note(textless['of'], tuple(textless['pages']))}")
+                print(f"  {shown_path(textless.path)}: {textless_note(textless.of, tuple(textless.pages))}")
         if not summary.changed and not args.reindex:
             print(f"nothing changed: {summary.unchanged} file(s) already up to date")
         else:
@@ -305,18 +309,8 @@ def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         )
         print(f"last run         #{run.id} {run.status}, started {run.started_at}" + (f": {counts}" if counts else ""))
         for failure in run.failed:
-            print(f"  failed         {failure['path']}: {failure['reason']}")
+            print(f"  failed         {failure.path}: {failure.reason}")
     return EXIT_OK
-
-
-def _hit_row(hit: ScoredChunk) -> dict[str, Any]:
-    return {
-        "file": hit.source,
-        "page": hit.chunk.page,
-        "score": round(hit.score, 4),
-        "retrievers": list(hit.retrievers),
-        "text": hit.chunk.text,
-    }
 
 
 def _where(file: str, page: int | None) -> str:
@@ -332,46 +326,17 @@ def cmd_search(args: argparse.Namespace, config: AppConfig, err: Console) -> int
         embedder = SentenceTransformerEmbedder(config.embedding)
         embedder.load()
         hits = build_retriever(config, kb, embedder).retrieve(args.query, args.k)
-    rows = [_hit_row(hit) for hit in hits]
+    rows = [HitRecord.of(hit) for hit in hits]
     if args.json:
         _print_json(rows)
         return EXIT_OK
     if not rows:
         print("no passages found")
     for rank, row in enumerate(rows, 1):
-        print(f"[{rank}] {_where(row['file'], row['page'])}  (score {row['score']:.4f}, {'+'.join(row['retrievers'])})")
-        text = " ".join(str(row["text"]).split())
+        print(f"[{rank}] {_where(row.file, row.page)}  (score {row.score or 0:.4f}, {'+'.join(row.retrievers)})")
+        text = " ".join(row.text.split())
         print(f"    {text[:300]}{'…' if len(text) > 300 else ''}")
     return EXIT_OK
-
-
-def answer_record(answer: Answer) -> dict[str, Any]:
-    """The ``rag ask --json`` object."""
-    return {
-        "question": answer.question,
-        "answer": answer.text,
-        "abstained": answer.abstained,
-        "citations": [
-            {
-                "n": c.n,
-                "file": c.file,
-                "page": c.page,
-                "start": c.start,
-                "end": c.end,
-                "quote": c.quote,
-                "support": c.support,
-                "origin": c.origin,
-                "supported": c.supported,
-            }
-            for c in answer.citations
-        ],
-        "retrieved": [
-            {"file": h.source, "page": h.chunk.page, "score": round(h.score, 6), "retrievers": list(h.retrievers)}
-            for h in answer.retrieved
-        ],
-        "timings": {k: round(v, 4) for k, v in answer.timings.items()},
-        "model": answer.model,
-    }
 
 
 def _print_answer(answer: Answer, *, body: bool = True) -> None:
@@ -429,7 +394,7 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         finally:
             local.close()
         if args.json:
-            _print_json([answer_record(a) for a in answers])
+            _print_json([AnswerRecord.of(a) for a in answers])
         else:
             for each in answers:
                 print(f"Q: {each.question}")
@@ -459,7 +424,7 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
         return EXIT_OK
     answer = pipeline.answer(args.question)
     if args.json:
-        _print_json(answer_record(answer))
+        _print_json(AnswerRecord.of(answer))
     else:
         _print_answer(answer)
     return EXIT_OK

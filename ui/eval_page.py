@@ -12,8 +12,8 @@ from typing import Any
 
 import streamlit as st
 
-from eval.compare import compare_runs, render_text
-from eval.records import RUN_FILE, EvalRunError, StoredRun, read_run
+from eval.compare import change_line, compare_runs, metric_table, render_text
+from eval.records import RUN_FILE, EvalRunError, Sample, StoredRun, read_run
 from eval.report import chart_svgs, headline
 from ui.render import answer_html, highlight_html, markdown_literal, passage_html
 
@@ -149,64 +149,56 @@ def _questions(run: StoredRun) -> None:
     st.caption(f"{len(samples)} of {len(run.samples)} questions")
     if not samples:
         return
-    labels = {f"{sample['id']}: {sample['question'][:120]}": sample for sample in samples}
+    labels = {f"{sample.id}: {sample.question[:120]}": sample for sample in samples}
     chosen = st.selectbox("Open a question", list(labels), key="eval_question")
     if chosen:
         _question_detail(labels[chosen])
 
 
-def _keep(sample: dict[str, Any], search: str, only: str) -> bool:
-    if search and search.lower() not in sample.get("question", "").lower():
+def _keep(sample: Sample, search: str, only: str) -> bool:
+    if search and search.lower() not in sample.question.lower():
         return False
     if only == "answered":
-        return sample.get("abstained") is False and not sample.get("error")
+        return sample.abstained is False and not sample.error
     if only == "abstained":
-        return bool(sample.get("abstained"))
+        return bool(sample.abstained)
     if only == "failed":
-        return bool(sample.get("error"))
+        return bool(sample.error)
     if only == "gold not retrieved":
-        return sample.get("metrics", {}).get("hit@10") == 0.0
+        return sample.metric("hit@10") == 0.0
     return True
 
 
-def _question_detail(sample: dict[str, Any]) -> None:
-    st.text(sample["question"])
-    gold = list(sample.get("answers", [])) + [
-        source["file"] + (f" p.{source['page']}" if source.get("page") is not None else "")
-        for source in sample.get("gold_sources", [])
-    ]
-    if gold:
-        st.caption("Gold: " + markdown_literal("; ".join(gold)))
-    if sample.get("error"):
-        st.error(markdown_literal(str(sample["error"])))
-    if sample.get("answer") is not None:
-        st.markdown("**Answer**" + (" (abstained)" if sample.get("abstained") else ""))
-        st.html(answer_html(sample.get("answer") or ""))
-    metrics = {name: value for name, value in sample.get("metrics", {}).items() if value is not None}
+def _question_detail(sample: Sample) -> None:
+    st.text(sample.question)
+    if sample.gold:
+        st.caption("Gold: " + markdown_literal("; ".join(sample.gold)))
+    if sample.error:
+        st.error(markdown_literal(sample.error))
+    if sample.answer is not None:
+        st.markdown("**Answer**" + (" (abstained)" if sample.abstained else ""))
+        st.html(answer_html(sample.answer))
+    metrics = {name: value for name, value in sample.metrics.items() if value is not None}
     if metrics:
         st.dataframe([metrics], hide_index=True, use_container_width=True)
-    for citation in sample.get("citations", []):
-        page = f" · page {citation['page']}" if citation.get("page") is not None else ""
-        title = f"[{citation['n']}] {Path(citation['file']).name}{page} · support {citation.get('support', 0):.0%}"
+    for citation in sample.citations:
+        page = f" · page {citation.page}" if citation.page is not None else ""
+        title = f"[{citation.n}] {Path(citation.file).name}{page} · support {citation.support or 0:.0%}"
         with st.expander(markdown_literal(title)):
-            quote = citation.get("quote", "")
-            st.html(highlight_html(quote, 0, len(quote)))
-    with st.expander(f"Retrieved passages ({len(sample.get('retrieved', []))})"):
-        for passage in sample.get("retrieved", []):
-            gold_mark = " · gold" if passage.get("id") in sample.get("qrels", {}) else ""
-            page = f" p.{passage['page']}" if passage.get("page") is not None else ""
+            st.html(highlight_html(citation.quote, 0, len(citation.quote)))
+    with st.expander(f"Retrieved passages ({len(sample.retrieved)})"):
+        for passage in sample.retrieved:
+            gold_mark = " · gold" if passage.id in sample.qrels else ""
             st.caption(
-                markdown_literal(f"{passage['rank']}. {passage['file']}{page} · score {passage.get('score', 0):.4f}")
-                + gold_mark
+                markdown_literal(f"{passage.rank}. {passage.where} · score {passage.score or 0:.4f}") + gold_mark
             )
-            text = passage.get("text", "")
-            st.html(passage_html(text))
-    if sample.get("prompt"):
+            st.html(passage_html(passage.text))
+    if sample.prompt:
         with st.expander("Prompt"):
-            st.text(sample["prompt"])
-    if sample.get("raw_output") is not None:
+            st.text(sample.prompt)
+    if sample.raw_output is not None:
         with st.expander("Raw model output"):
-            st.text(sample["raw_output"])
+            st.text(sample.raw_output)
 
 
 def _compare_view(run_a: StoredRun, run_b: StoredRun) -> None:
@@ -224,30 +216,12 @@ def _compare_view(run_a: StoredRun, run_b: StoredRun) -> None:
         f"{comparison.paired} questions paired · primary metric {comparison.primary} · "
         "p-values: paired permutation test (and paired bootstrap)"
     )
-    st.dataframe(
-        [
-            {
-                "metric": row.name,
-                "A": round(row.mean_a, 4),
-                "B": round(row.mean_b, 4),
-                "B − A": round(row.delta, 4),
-                "p (permutation)": None if row.p_permutation is None else round(row.p_permutation, 4),
-                "p (bootstrap)": None if row.p_bootstrap is None else round(row.p_bootstrap, 4),
-                "questions": row.n,
-            }
-            for row in comparison.metrics
-        ],
-        hide_index=True,
-        use_container_width=True,
-    )
+    st.dataframe(metric_table(comparison), hide_index=True, use_container_width=True)
     better, worse = st.columns(2)
-    with better:
-        st.markdown(f"**Better in B** ({len(comparison.better)})")
-        for change in comparison.better[:25]:
-            st.text(f"+{change.delta:.3f}  {change.id}: {change.question[:100]}")
-    with worse:
-        st.markdown(f"**Worse in B** ({len(comparison.worse)})")
-        for change in comparison.worse[:25]:
-            st.text(f"{change.delta:.3f}  {change.id}: {change.question[:100]}")
+    for column, title, changes in ((better, "Better", comparison.better), (worse, "Worse", comparison.worse)):
+        with column:
+            st.markdown(f"**{title} in B** ({len(changes)})")
+            for change in changes[:25]:
+                st.text(change_line(change))
     with st.expander("As text (`rag eval compare`)"):
         st.text(render_text(comparison))

@@ -17,6 +17,7 @@ from rag.citations import _ABSTAIN, split_sentences
 from rag.config import AppConfig
 from rag.generator import ServerGenerator, VllmGenerator
 from rag.grammar import parse_markers
+from rag.models import resolve_generator_location
 from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
 from rag.support import content_words
@@ -167,6 +168,15 @@ def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -
     # The grammar reached the server: the raw stream itself ends in a marker.
     assert parse_markers(final.raw_output), final.raw_output
     assert final.timings["first_token_s"] <= final.timings["generate_s"]
+
+    # The streamed token count is the server's own (its usage chunk), not a count of stream
+    # pieces: it matches the tokenizer's count of the text, give or take the end-of-sequence
+    # token and the odd merge when generated tokens are re-tokenized.
+    prompt = pipeline.build_prompt(CITED[1], pipeline.retrieve_many([CITED[1]])[0])
+    (generation,) = generator.generate([prompt])
+    counted = HuggingFaceChatTokenizer(resolve_generator_location(served)).count(generation.text)
+    assert generation.completion_tokens is not None, "the server reported no usage"
+    assert abs(generation.completion_tokens - counted) <= max(2, counted // 10), (generation, counted)
 
     result = rag("ask", CITED[2], "--json", *_cli_args(served))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -78,17 +78,17 @@ def test_full_run_writes_every_output(setup: tuple[AppConfig, Path, Path], real_
 
     assert summary.failed == () and summary.evaluated == len(QUESTIONS)
     assert {"samples", "metrics", "report", "trec", "qrels"} <= set(summary.files)
-    samples = {s["id"]: s for s in read_samples(out / "samples.jsonl")}
+    samples = {s.id: s for s in read_samples(out / "samples.jsonl")}
     assert set(samples) == {q["id"] for q in QUESTIONS}
     for sample in samples.values():
-        assert sample["raw_output"].strip() and sample["prompt"] and sample["retrieved"]
-        assert sample["completion_tokens"] > 0 and sample["metrics"]["latency_s"] > 0
-        assert {"em", "f1", "contains", "citation_recall", "hit@5", "ndcg@10"} <= set(sample["metrics"])
-        for citation in sample["citations"]:
-            assert 1 <= citation["n"] <= sum(p["in_prompt"] for p in sample["retrieved"])
-    top = samples["vacation"]["retrieved"][0]
-    assert Path(top["file"]).name == "employee-handbook.pdf" and top["page"] == 2
-    assert top["id"] == "employee-handbook.pdf#2" and samples["vacation"]["first_relevant_rank"] == 1
+        assert sample.raw_output.strip() and sample.prompt and sample.retrieved
+        assert sample.completion_tokens > 0 and sample.metrics["latency_s"] > 0
+        assert {"em", "f1", "contains", "citation_recall", "hit@5", "ndcg@10"} <= set(sample.metrics)
+        for citation in sample.citations:
+            assert 1 <= citation.n <= sum(p.in_prompt for p in sample.retrieved)
+    top = samples["vacation"].retrieved[0]
+    assert Path(top.file).name == "employee-handbook.pdf" and top.page == 2
+    assert top.id == "employee-handbook.pdf#2" and samples["vacation"].first_relevant_rank == 1
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["generator"] == config.generator.model

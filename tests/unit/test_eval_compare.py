@@ -7,7 +7,7 @@ import pytest
 
 from eval.compare import compare_runs, comparison_html, comparison_page, render_text
 from eval.datasets import load_dataset
-from eval.records import EvalRunError, SampleLog, write_json
+from eval.records import EvalRunError, Sample, SampleLog, write_json
 from eval.runner import run_eval
 from eval.stats import paired_bootstrap_pvalue
 from tests.evalkit import GOOD_ANSWERS, PAYLOAD, VACATION, build_kb, eval_config, write_questions
@@ -20,7 +20,7 @@ def _run_folder(path: Path, mode: str, values: dict[str, dict[str, float | None]
     write_json(path / "run.json", {"mode": mode, "dataset": {"name": "set", "content_hash": content_hash}})
     with SampleLog.open(path / "samples.jsonl") as log:
         for question_id, metrics in values.items():
-            log.append({"id": question_id, "question": f"<q> {question_id}?", "metrics": metrics, "error": None})
+            log.append(Sample(id=question_id, question=f"<q> {question_id}?", metrics=metrics))
     return path
 
 

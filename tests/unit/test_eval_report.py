@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from eval import plots
+from eval.records import Sample
 from eval.report import compute_metrics, render_report, write_trec
 from eval.stats import bootstrap_ci
 
@@ -30,6 +31,15 @@ def _sample(question_id: str, **metrics: float | None) -> dict[str, Any]:
     }
 
 
+def _typed(samples: list[dict[str, Any]]) -> list[Sample]:
+    """The records as the runner writes and readers read them."""
+    return [Sample.model_validate(sample) for sample in samples]
+
+
+def _passage(doc_id: str, rank: int) -> dict[str, Any]:
+    return {"id": doc_id, "rank": rank, "file": doc_id.split("#")[0]}
+
+
 INFO = {"name": "run-x", "mode": "full", "dataset": {"name": "set", "format": "jsonl"}, "config": {"a": 1}}
 
 
@@ -41,7 +51,7 @@ def test_metrics_have_means_bootstrap_intervals_and_counts() -> None:
         _sample("q4", f1=None, latency_s=4.0, completion_tokens=40),
         {**_sample("q5"), "error": "the question is too long", "abstained": None},
     ]
-    metrics = compute_metrics(samples, INFO, n_resamples=500, seed=3)
+    metrics = compute_metrics(_typed(samples), INFO, n_resamples=500, seed=3)
     f1 = metrics["metrics"]["f1"]
     assert f1["mean"] == pytest.approx(2 / 3) and f1["n"] == 3, "None and failed questions enter no mean"
     expected = bootstrap_ci([1.0, 0.0, 1.0, None], n_resamples=500, seed=3)
@@ -60,7 +70,7 @@ def test_retrieval_means_come_from_ranx_and_match_the_per_question_values() -> N
     samples = []
     for i, (ranking, qrels) in enumerate([(["a", "b", "c"], {"b": 1}), (["x", "y"], {"z": 1, "x": 2})]):
         sample = _sample(f"q{i}", **{"ndcg@10": None, "hit@10": None})
-        sample |= {"qrels": qrels, "retrieved": [{"id": doc_id, "rank": r} for r, doc_id in enumerate(ranking, 1)]}
+        sample |= {"qrels": qrels, "retrieved": [_passage(doc_id, r) for r, doc_id in enumerate(ranking, 1)]}
         samples.append(sample)
     from eval.scoring import first_relevant_rank, retrieval_scores
 
@@ -68,7 +78,7 @@ def test_retrieval_means_come_from_ranx_and_match_the_per_question_values() -> N
         ranked = [p["id"] for p in sample["retrieved"]]
         sample["metrics"] = retrieval_scores(ranked, sample["qrels"])
         sample["first_relevant_rank"] = first_relevant_rank(ranked, sample["qrels"])
-    metrics = compute_metrics(samples, INFO, n_resamples=200)
+    metrics = compute_metrics(_typed(samples), INFO, n_resamples=200)
     per_question = [s["metrics"]["ndcg@10"] for s in samples]
     assert metrics["metrics"]["ndcg@10"]["mean"] == pytest.approx(np.mean(per_question))
     assert metrics["metrics"]["hit@5"]["mean"] == 1.0
@@ -83,10 +93,11 @@ def test_report_escapes_every_text_from_the_data() -> None:
         "raw_output": "</pre><script>bad()</script>",
         "prompt": "<|system|> <script>",
         "retrieved": [{"rank": 1, "id": "f", "file": "<evil>.txt", "page": None, "score": 1.0, "text": "<i>t</i>"}],
-        "citations": [{"n": 1, "file": "<evil>.txt", "page": None, "support": 1.0, "quote": "<q>"}],
+        "citations": [{"n": 1, "file": "<evil>.txt", "support": 1.0, "quote": "<q>", "start": 0, "end": 3}],
     }
-    metrics = compute_metrics([sample], INFO | {"dataset": {"name": "<set>", "format": "jsonl"}}, n_resamples=200)
-    html = render_report(metrics, [sample], comparison="<p>fragment</p>")
+    typed = _typed([sample])
+    metrics = compute_metrics(typed, INFO | {"dataset": {"name": "<set>", "format": "jsonl"}}, n_resamples=200)
+    html = render_report(metrics, typed, comparison="<p>fragment</p>")
     assert "<script" not in html and "<img" not in html and "<evil>" not in html and "<i>t</i>" not in html
     assert "Is &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; run?" in html
     assert "&lt;b&gt;id&lt;/b&gt;" in html and "No &amp; never &lt;img" in html
@@ -99,16 +110,16 @@ def test_trec_files_quote_whitespace_and_rank_distinct_ids(tmp_path: Path) -> No
     sample = _sample("q 1")
     sample |= {
         "qrels": {"my file.pdf#2": 1},
-        "retrieved": [{"id": "my file.pdf#2"}, {"id": "my file.pdf#2"}, {"id": "b.pdf#1"}],
+        "retrieved": [_passage("my file.pdf#2", 1), _passage("my file.pdf#2", 2), _passage("b.pdf#1", 3)],
     }
-    paths = write_trec(tmp_path, [sample, _sample("no-retrieval")], "run one")
+    paths = write_trec(tmp_path, _typed([sample, _sample("no-retrieval")]), "run one")
     assert paths is not None
     assert paths[0].read_text().splitlines() == [
         "q%201 Q0 my%20file.pdf#2 1 1.000000 run%20one",
         "q%201 Q0 b.pdf#1 2 0.500000 run%20one",
     ]
     assert paths[1].read_text() == "q%201 0 my%20file.pdf#2 1\n"
-    assert write_trec(tmp_path / "none", [_sample("x")], "t") is None
+    assert write_trec(tmp_path / "none", _typed([_sample("x")]), "t") is None
 
 
 def test_charts_escape_labels_and_count_values() -> None:

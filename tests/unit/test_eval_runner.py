@@ -8,7 +8,7 @@ import pytest
 
 from eval.datasets import corpus_file_name, corpus_id_of, load_dataset
 from eval.kbcache import CACHE_DIR, corpus_cache_key
-from eval.records import EvalRunError, SampleLog, read_run, read_samples
+from eval.records import EvalRunError, Sample, SampleLog, read_run, read_samples
 from eval.runner import default_run_dir, run_eval
 from rag.errors import KnowledgeBaseNotFoundError
 from tests.evalkit import (
@@ -47,22 +47,22 @@ def test_full_run_writes_all_four_outputs(tmp_path: Path, world: tuple[Path, Fak
     assert set(summary.files) == {"samples", "metrics", "report", "trec", "qrels"}
     assert all(path.is_file() for path in summary.files.values())
 
-    samples = {s["id"]: s for s in read_samples(out / "samples.jsonl")}
+    samples = {s.id: s for s in read_samples(out / "samples.jsonl")}
     vacation = samples["vacation"]
-    assert vacation["answer"] == GOOD_ANSWERS[VACATION] and vacation["raw_output"] == GOOD_ANSWERS[VACATION]
-    assert vacation["abstained"] is False and vacation["mode"] == "full"
-    assert "[1] handbook.txt" in vacation["prompt"] and vacation["prompt_tokens"] > 0
-    top = vacation["retrieved"][0]
-    assert Path(top["file"]).name == "handbook.txt" and top["id"] == "handbook.txt" and top["in_prompt"]
-    assert {"rank", "page", "chunk_id", "score", "retrievers", "text"} <= set(top)
-    assert vacation["citations"][0]["n"] == 1 and "28 days" in vacation["citations"][0]["quote"]
-    metrics = vacation["metrics"]
+    assert vacation.answer == GOOD_ANSWERS[VACATION] and vacation.raw_output == GOOD_ANSWERS[VACATION]
+    assert vacation.abstained is False and vacation.mode == "full"
+    assert "[1] handbook.txt" in vacation.prompt and vacation.prompt_tokens > 0
+    top = vacation.retrieved[0]
+    assert Path(top.file).name == "handbook.txt" and top.id == "handbook.txt" and top.in_prompt
+    assert top.rank == 1 and top.chunk_id is not None and top.score and top.retrievers and "28 days" in top.text
+    assert vacation.citations[0].n == 1 and "28 days" in vacation.citations[0].quote
+    metrics = vacation.metrics
     assert metrics["em"] == 0.0 and metrics["contains"] == 1.0 and 0 < metrics["f1"] < 1
-    assert metrics["hit@5"] == 1.0 and metrics["mrr@10"] == 1.0 and vacation["first_relevant_rank"] == 1
+    assert metrics["hit@5"] == 1.0 and metrics["mrr@10"] == 1.0 and vacation.first_relevant_rank == 1
     assert metrics["citation_recall"] == 1.0 and metrics["citation_precision"] == 1.0
     assert metrics["faithfulness"] == 1.0
     assert metrics["latency_s"] > 0 and metrics["completion_tokens"] == len(GOOD_ANSWERS[VACATION].split())
-    assert set(vacation["timings"]) == {
+    assert set(vacation.timings) == {
         "retrieve_s",
         "prompt_s",
         "generate_s",
@@ -73,9 +73,9 @@ def test_full_run_writes_all_four_outputs(tmp_path: Path, world: tuple[Path, Fak
     assert metrics["cites_gold"] == 1.0 and metrics["correct_and_cited"] == 1.0 and metrics["cited"] == 1.0
 
     world_cup = samples["worldcup"]
-    assert world_cup["abstained"] is True and world_cup["unanswerable"] is True
-    assert world_cup["metrics"]["f1"] is None and world_cup["metrics"]["citation_recall"] is None
-    assert world_cup["metrics"]["hit@5"] is None, "no gold source: no retrieval metric"
+    assert world_cup.abstained is True and world_cup.unanswerable is True
+    assert world_cup.metrics["f1"] is None and world_cup.metrics["citation_recall"] is None
+    assert world_cup.metrics["hit@5"] is None, "no gold source: no retrieval metric"
 
     report = json.loads((out / "metrics.json").read_text())
     assert report["mode"] == "full" and report["dataset"]["name"] == "handbook"
@@ -96,7 +96,7 @@ def test_full_run_writes_all_four_outputs(tmp_path: Path, world: tuple[Path, Fak
     assert report["latency_s"]["p50"] > 0 and report["completion_tokens"]["p95"] > 0
     assert report["first_relevant_rank"] == {"1": 3}
     # The retrieval means are ranx's; they equal the per-question means.
-    ndcg = [s["metrics"]["ndcg@10"] for s in samples.values() if s["metrics"]["ndcg@10"] is not None]
+    ndcg = [s.metrics["ndcg@10"] for s in samples.values() if s.metrics["ndcg@10"] is not None]
     assert report["metrics"]["ndcg@10"]["mean"] == pytest.approx(np.mean(ndcg))
 
     html = (out / "report.html").read_text()
@@ -125,7 +125,7 @@ def test_resume_generates_only_the_missing_questions(tmp_path: Path, world: tupl
     summary = run_eval(dataset, config, out, generator=second, embedder=embedder, tokenizer=FakeChatTokenizer())
     assert second.calls == [[HOTEL, WORLD_CUP]], "only the questions not yet in samples.jsonl"
     assert (summary.questions, summary.evaluated, summary.resumed) == (4, 2, 2)
-    ids = [s["id"] for s in read_samples(out / "samples.jsonl")]
+    ids = [s.id for s in read_samples(out / "samples.jsonl")]
     assert sorted(ids) == ["hotel", "payload", "vacation", "worldcup"]
 
     third = FakeGenerator(GOOD_ANSWERS)
@@ -158,10 +158,10 @@ def test_retrieval_only_needs_no_generator(tmp_path: Path, world: tuple[Path, Fa
     questions, embedder = world
     out = tmp_path / "run"
     summary = run_eval(load_dataset(questions), eval_config(tmp_path), out, embedder=embedder, retrieval_only=True)
-    sample = next(s for s in read_samples(out / "samples.jsonl") if s["id"] == "payload")
-    assert sample["answer"] is None and sample["prompt"] is None and sample["abstained"] is None
-    assert sample["metrics"]["hit@5"] == 1.0 and sample["metrics"]["f1"] is None
-    assert len(sample["retrieved"]) == 3, "every chunk of the tiny knowledge base, up to the depth"
+    sample = next(s for s in read_samples(out / "samples.jsonl") if s.id == "payload")
+    assert sample.answer is None and sample.prompt is None and sample.abstained is None
+    assert sample.metrics["hit@5"] == 1.0 and sample.metrics["f1"] is None
+    assert len(sample.retrieved) == 3, "every chunk of the tiny knowledge base, up to the depth"
     assert set(summary.metrics["metrics"]) == {
         "recall@5", "recall@10", "mrr@10", "ndcg@10", "hit@5", "hit@10", "latency_s",
     }  # fmt: skip
@@ -176,12 +176,12 @@ def test_closed_book_answers_without_passages(tmp_path: Path) -> None:
         load_dataset(questions), eval_config(tmp_path), out, generator=generator, closed_book=True,
         tokenizer=FakeChatTokenizer(),
     )  # fmt: skip
-    samples = {s["id"]: s for s in read_samples(out / "samples.jsonl")}
-    assert "(no passages were found)" in samples["vacation"]["prompt"] and samples["vacation"]["retrieved"] == []
-    assert samples["vacation"]["abstained"] is False, "closed-book: abstained only when it says so"
-    assert samples["worldcup"]["abstained"] is True
-    assert samples["vacation"]["metrics"]["contains"] == 1.0 and samples["payload"]["metrics"]["contains"] == 0.0
-    assert samples["vacation"]["metrics"]["citation_recall"] is None
+    samples = {s.id: s for s in read_samples(out / "samples.jsonl")}
+    assert "(no passages were found)" in samples["vacation"].prompt and samples["vacation"].retrieved == []
+    assert samples["vacation"].abstained is False, "closed-book: abstained only when it says so"
+    assert samples["worldcup"].abstained is True
+    assert samples["vacation"].metrics["contains"] == 1.0 and samples["payload"].metrics["contains"] == 0.0
+    assert samples["vacation"].metrics["citation_recall"] is None
     assert "ndcg@10" not in summary.metrics["metrics"] and "trec" not in summary.files
     assert summary.metrics["kb_dir"] is None and summary.metrics["models"]["embedding"] is None
 
@@ -265,9 +265,9 @@ def test_beir_corpus_is_ingested_once_and_cached(tmp_path: Path) -> None:
     assert sorted(p.name for p in (cache / "docs").iterdir()) == ["%2Ehidden.txt", "d1.txt", "doc%2F2.txt"]
     assert (cache / "docs" / "d1.txt").read_text() == "Vacation\n\nEmployees receive 28 days of paid vacation."
     assert summary.metrics["kb_dir"] == str(cache / "kb")
-    samples = {s["id"]: s for s in read_samples(tmp_path / "run1" / "samples.jsonl")}
-    assert samples["q2"]["retrieved"][0]["id"] == "doc/2", "file names map back to corpus ids"
-    assert samples["q3"]["retrieved"][0]["id"] == ".hidden"
+    samples = {s.id: s for s in read_samples(tmp_path / "run1" / "samples.jsonl")}
+    assert samples["q2"].retrieved[0].id == "doc/2", "file names map back to corpus ids"
+    assert samples["q3"].retrieved[0].id == ".hidden"
     assert summary.metrics["metrics"]["ndcg@10"]["mean"] == 1.0
     assert embedder.encoded_batches, "the corpus was embedded"
 
@@ -296,21 +296,39 @@ def test_financebench_pdfs_are_ingested_and_gold_pages_scored(tmp_path: Path) ->
     config = eval_config(tmp_path, retrieval__mode="keyword")
     summary = run_eval(dataset, config, tmp_path / "run", embedder=FakeEmbedder(), retrieval_only=True)
     sample = next(read_samples(tmp_path / "run" / "samples.jsonl"))
-    assert sample["qrels"] == {"ACME_2023_10K.pdf#2": 1}, "0-based evidence page 1 is page 2"
-    assert sample["retrieved"][0]["id"] == "ACME_2023_10K.pdf#2" and sample["retrieved"][0]["page"] == 2
+    assert sample.qrels == {"ACME_2023_10K.pdf#2": 1}, "0-based evidence page 1 is page 2"
+    assert sample.retrieved[0].id == "ACME_2023_10K.pdf#2" and sample.retrieved[0].page == 2
     assert summary.metrics["metrics"]["hit@5"]["mean"] == 1.0
 
 
 def test_sample_log_cuts_a_torn_line_and_keeps_whole_records(tmp_path: Path) -> None:
     path = tmp_path / "samples.jsonl"
     with SampleLog.open(path) as log:
-        log.append({"id": "a", "x": 1})
-    path.write_bytes(path.read_bytes() + b'{"id": "b", "x"')
-    assert [r["id"] for r in read_samples(path)] == ["a"], "readers skip the torn line"
+        log.append(Sample(id="a", question="x"))
+    path.write_bytes(path.read_bytes() + b'{"id": "b", "question"')
+    assert [r.id for r in read_samples(path)] == ["a"], "readers skip the torn line"
     with SampleLog.open(path) as log:
         assert set(log.done) == {"a"}
-        log.append({"id": "b", "x": 2})
-    assert [r["id"] for r in read_samples(path)] == ["a", "b"]
+        log.append(Sample(id="b", question="y"))
+    assert [r.id for r in read_samples(path)] == ["a", "b"]
     path.write_bytes(b'not json\n{"id": "c"}\n')
     with pytest.raises(EvalRunError, match="line 1"):
+        list(read_samples(path))
+
+
+def test_samples_of_earlier_versions_load_and_wrong_ones_say_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    # A record as an early version wrote it: numeric id, no unverified_sentences, passages
+    # without spans, a citation with a key since dropped.
+    old = {
+        "id": 7, "question": "q?", "mode": "full", "metrics": {"f1": 0.5},
+        "retrieved": [{"rank": 1, "id": "a.pdf#2", "file": "a.pdf", "page": 2, "score": 0.5, "text": "t"}],
+        "citations": [{"n": 1, "file": "a.pdf", "page": 2, "start": 0, "end": 1, "quote": "t", "title": "a.pdf"}],
+    }  # fmt: skip
+    path.write_text(json.dumps(old) + "\n")
+    (sample,) = read_samples(path)
+    assert sample.id == "7" and sample.metric("f1") == 0.5 and sample.unverified_sentences is None
+    assert sample.retrieved[0].where == "a.pdf p.2" and sample.citations[0].supported
+    path.write_text(json.dumps(old | {"retrieved": [{"rank": "first", "id": "a.pdf#2", "file": "a.pdf"}]}) + "\n")
+    with pytest.raises(EvalRunError, match=r"line 1: field 'retrieved.0.rank'.*rag eval. again with a new --out"):
         list(read_samples(path))

@@ -19,6 +19,7 @@ from ingest.discovery import discover
 from ingest.job import IngestSummary, read_file, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS
 from ingest.progress import describe
+from rag.records import FailedFile, TextlessFile
 from rag.store import KnowledgeBase
 from tests.fakes import FakeEmbedder, FakeIngestReporter
 from tests.filefactory import (
@@ -55,7 +56,7 @@ def _ingest(folder: Path, config: Any, reporter: FakeIngestReporter | None = Non
 
 
 def _reasons(summary: IngestSummary) -> dict[str, str]:
-    return {Path(failure["path"]).name: failure["reason"] for failure in summary.failed}
+    return {Path(failure.path).name: failure.reason for failure in summary.failed}
 
 
 def _stored_texts(config: Any) -> dict[str, str]:
@@ -203,7 +204,7 @@ def test_odd_file_names_load_and_are_shown_on_one_line(folder: Path, make_config
     assert {*odd, "good.txt"} <= stored
     if undecodable:
         reason = "the file name is not valid UTF-8: rename the file"
-        assert summary.failed == [{"path": str(folder / "latin1-\\xe9t\\xe9.txt"), "reason": reason}]
+        assert summary.failed == [FailedFile(path=str(folder / "latin1-\\xe9t\\xe9.txt"), reason=reason)]
     for event in reporter.events:
         assert "\n" not in describe(event) and "\t" not in describe(event)
     lines = [describe(event) for event in reporter.events]
@@ -219,8 +220,8 @@ def test_pages_without_text_are_counted_and_reported(folder: Path, make_config: 
     config = _config(make_config, ingest__workers=0)
     summary, _ = _ingest(folder, config, reporter)
     source = str(folder / "scan.pdf")
-    assert summary.pages_without_text == [{"path": source, "pages": [2, 4], "of": 4}]
-    assert summary.as_dict()["pages_without_text"] == summary.pages_without_text
+    assert summary.pages_without_text == [TextlessFile(path=source, pages=[2, 4], of=4)]
+    assert summary.as_dict()["pages_without_text"] == [{"path": source, "pages": [2, 4], "of": 4}]
     (event,) = [event for event in reporter.events if event.path == source]
     assert describe(event) == (
         f"added      {source} (4 pages, 2 chunks); 2 of 4 pages have no text (scanned? OCR is not supported): 2, 4"

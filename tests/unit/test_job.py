@@ -96,7 +96,7 @@ def test_bad_files_are_reported_and_good_files_land(docs: Path, make_config: Any
     (docs / "fake.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
     (docs / "dangling.txt").symlink_to(docs / "gone.txt")
     summary, _ = _ingest([docs, docs / "missing-folder"], config)
-    reasons = {Path(f["path"]).name: f["reason"] for f in summary.failed}
+    reasons = {Path(f.path).name: f.reason for f in summary.failed}
     assert set(reasons) == {"empty.txt", "binary.txt", "fake.pdf", "dangling.txt", "missing-folder"}
     assert "empty" in reasons["empty.txt"]
     assert "binary" in reasons["binary.txt"]
@@ -112,7 +112,7 @@ def test_a_file_that_turns_bad_keeps_its_stored_version(docs: Path, make_config:
     before = _chunk_ids(config)
     (docs / "a.txt").write_bytes(b"\x00\x01\x02" * 100)
     summary, _ = _ingest([docs], config)
-    assert [Path(f["path"]).name for f in summary.failed] == ["a.txt"]
+    assert [Path(f.path).name for f in summary.failed] == ["a.txt"]
     assert _chunk_ids(config) == before
 
 

@@ -8,6 +8,7 @@ from langchain_core.documents import Document as LcDocument
 from ingest.job import run_ingest
 from rag.config import RetrievalConfig
 from rag.langchain import KnowledgeBaseRetriever
+from rag.records import HitRecord
 from rag.retriever import (
     CrossEncoderReranker,
     CrossEncoderScorer,
@@ -88,6 +89,7 @@ def test_modes_and_langchain_adapter_over_a_real_store(tmp_path: Path, make_conf
     assert documents[0].page_content == "Apples and pears grow in the orchard."
     assert Path(documents[0].metadata["file"]).name == "fruit.txt"
     assert {"page", "score", "chunk_id", "retrievers", "start", "end"} <= set(documents[0].metadata)
+    assert HitRecord.model_validate(documents[0].metadata | {"text": documents[0].page_content}).chunk_id is not None
 
 
 class FakeCountingEmbedder(FakeEmbedder):
