@@ -142,6 +142,9 @@ class FaissIndex:
 
     def write(self, path: Path) -> None:
         """Write to ``path`` atomically: a reader sees the old file or the new one."""
+        # Not rag.files.write_bytes_atomic: FAISS writes by file name, and the partial's name
+        # (index-N.faiss.tmp) is one the store's sweep of a killed commit's leftovers
+        # (INDEX_GLOB + "*") finds, where a hidden mkstemp name would be left behind.
         temporary = path.with_name(path.name + ".tmp")
         faiss.write_index(self._index, str(temporary))
         with open(temporary, "rb") as handle:
