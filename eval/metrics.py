@@ -1,13 +1,13 @@
-"""Evaluation metrics: each a small pure function of one question's record.
+"""Evaluation metrics: each a small pure function of one question's record (retrieval's of many
+questions at once, so that ranx computes them in one call).
 
 Every per-question metric returns a ``float`` (1.0/0.0 for yes/no metrics, so all of them
 average the same way) or ``None`` where the metric does not apply to that question (no gold
 documents, no reference answers, no sentences). An aggregate is the mean over the questions
 whose value is not ``None``; :mod:`eval.stats` gives its confidence interval.
 
-- Retrieval: :func:`recall_at_k`, :func:`mrr_at_k`, :func:`ndcg_at_k`, :func:`hit_at_k` over a
-  ranked list of ids and a qrels mapping; :func:`ranx_scores` computes the same means with
-  ranx, and the unit tests check that both agree.
+- Retrieval: :func:`retrieval_metrics` (recall@k, MRR@k, nDCG@k, hit@k) over ranked lists of
+  ids and qrels mappings, computed by ranx for many questions at once.
 - Answers: SQuAD v1.1's :func:`normalize_answer`, :func:`exact_match`, :func:`token_f1`, and
   ALCE's :func:`contains_reference`.
 - Citations (ALCE): :func:`citation_recall`, :func:`citation_precision` with a pluggable
@@ -17,7 +17,6 @@ whose value is not ``None``; :mod:`eval.stats` gives its confidence interval.
 
 from __future__ import annotations
 
-import math
 import re
 import string
 import warnings
@@ -35,83 +34,17 @@ from rag.grammar import parse_markers, strip_markers
 # Retrieval
 
 
-def _ranking(ranked: Sequence[str], k: int) -> list[str]:
-    """The first ``k`` distinct ids: a repeated id (two chunks of one gold page) keeps its first rank."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    return list(dict.fromkeys(ranked))[:k]
-
-
 def _relevant(qrels: Mapping[str, int]) -> dict[str, int]:
     return {doc_id: rel for doc_id, rel in qrels.items() if rel > 0}
-
-
-def recall_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float | None:
-    """Share of the relevant ids found in the top ``k``: ``|relevant ∩ top k| / |relevant|``.
-
-    ``ranked`` is best first; repeated ids count once, at their first rank. An id is relevant
-    when its qrels value is above 0. ``None`` when no id is relevant (the query is left out of
-    the mean, as trec_eval leaves out queries that have no judgements). Same definition as
-    ranx's ``recall@k`` and trec_eval's ``recall_k`` (the denominator is not capped at ``k``).
-    """
-    relevant = _relevant(qrels)
-    if not relevant:
-        return None
-    top = _ranking(ranked, k)
-    return sum(doc_id in relevant for doc_id in top) / len(relevant)
-
-
-def mrr_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float | None:
-    """Reciprocal rank of the first relevant id in the top ``k`` (1-based), 0.0 if none is there.
-
-    The mean over queries is MRR@k (Voorhees, TREC-8 QA track, 1999); MS MARCO reports MRR@10.
-    Same as ranx's ``mrr@k``. ``None`` when no id is relevant.
-    """
-    relevant = _relevant(qrels)
-    if not relevant:
-        return None
-    for rank, doc_id in enumerate(_ranking(ranked, k), start=1):
-        if doc_id in relevant:
-            return 1.0 / rank
-    return 0.0
-
-
-def ndcg_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int = 10) -> float | None:
-    """Normalised discounted cumulative gain at ``k`` (Järvelin and Kekäläinen, 2002).
-
-    ``DCG@k = Σ_{i=1..k} rel_i / log2(i + 1)`` with ``rel_i`` the qrels value of the id at rank
-    ``i`` (0 when unjudged; graded values are used as they are, binary qrels are 1/0), divided
-    by the DCG of the ideal ranking: the qrels' own values sorted from high to low, cut at ``k``.
-    This is ranx's ``ndcg@k`` and trec_eval's ``ndcg_cut.k`` (the formula BEIR reports), not the
-    ``2^rel - 1`` gain of Burges et al. ``None`` when no id is relevant.
-    """
-    relevant = _relevant(qrels)
-    if not relevant:
-        return None
-    dcg = sum(relevant.get(doc_id, 0) / math.log2(rank + 1) for rank, doc_id in enumerate(_ranking(ranked, k), 1))
-    ideal = sorted(relevant.values(), reverse=True)[:k]
-    idcg = sum(rel / math.log2(rank + 1) for rank, rel in enumerate(ideal, start=1))
-    return dcg / idcg
-
-
-def hit_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float | None:
-    """1.0 if any relevant id is in the top ``k``, else 0.0 (ranx's ``hit_rate@k``, trec_eval's ``success_k``).
-
-    With page-level gold (FinanceBench's evidence pages) this is "the gold page is among the
-    top k". ``None`` when no id is relevant.
-    """
-    relevant = _relevant(qrels)
-    if not relevant:
-        return None
-    return 1.0 if any(doc_id in relevant for doc_id in _ranking(ranked, k)) else 0.0
 
 
 def run_from_rankings(rankings: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     """A ranx/TREC run from ranked id lists: the id at rank ``r`` (1-based) scores ``1 / r``.
 
     Build the run from ranks rather than from the retriever's own scores: fused scores tie
-    often, ranx breaks ties in no documented order, and then its numbers would not match the
-    per-question ones. Repeated ids keep their first rank, as in the per-question metrics.
+    often, ranx breaks ties in no documented order, and then its metrics would score another
+    order than the one the retriever returned (and the prompt got). Repeated ids keep their
+    first rank.
     """
     return {
         query_id: {doc_id: 1.0 / rank for rank, doc_id in enumerate(dict.fromkeys(ranked), start=1)}
@@ -120,48 +53,72 @@ def run_from_rankings(rankings: Mapping[str, Sequence[str]]) -> dict[str, dict[s
 
 
 # Our metric names that ranx spells differently.
-_RANX_NAMES = {"hit": "hit_rate"}
+_RANX_NAMES = {"recall": "recall", "mrr": "mrr", "ndcg": "ndcg", "hit": "hit_rate"}
 
 
 def _ranx_name(metric: str) -> str:
     name, at, cutoff = metric.partition("@")
-    return _RANX_NAMES.get(name, name) + at + cutoff
+    if name not in _RANX_NAMES or not at or not cutoff.isdigit():
+        raise ValueError(f"unknown retrieval metric {metric!r}: expected recall@k, mrr@k, ndcg@k or hit@k")
+    if int(cutoff) < 1:
+        raise ValueError(f"k must be at least 1, got {int(cutoff)}")
+    return f"{_RANX_NAMES[name]}@{int(cutoff)}"
 
 
-def ranx_scores(
-    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metrics: Sequence[str]
-) -> dict[str, float]:
-    """Mean scores over queries, computed by ranx: ``{"ndcg@10": 0.65, ...}`` (always a dict).
+def retrieval_metrics(
+    rankings: Sequence[Sequence[str]], qrels: Sequence[Mapping[str, int]], metrics: Sequence[str]
+) -> list[dict[str, float | None]]:
+    """Each question's retrieval metrics, computed by ranx for all the questions in one call.
 
-    ``metrics`` are ranx names (``"recall@100"``, ``"mrr@10"``, ``"ndcg@10"``, ``"hit_rate@5"``);
-    ``"hit@k"`` is accepted for ``"hit_rate@k"`` and the result keeps the name as given.
-    The queries scored are those of ``qrels`` with at least one relevant id (value above 0),
-    so each mean equals the mean of the per-question functions above over the questions where
-    they are not ``None``. A query missing from ``run`` scores 0; run queries absent from
-    ``qrels`` are ignored. Raises ``ValueError`` when no query has a relevant id.
+    ``rankings[i]`` is question ``i``'s ranked ids, best first; ``qrels[i]`` maps ids to their
+    relevance, and an id is relevant when its value is above 0. The result holds one dict per
+    question, keyed by the ``metrics`` given:
 
-    The runner uses this for the aggregates in ``metrics.json`` (the issue asks for ranx's
-    numbers) and the per-question functions for ``samples.jsonl``. Build ``run`` with
-    :func:`run_from_rankings` so that both see the same order.
+    - ``"recall@k"``: ``|relevant ∩ top k| / |relevant|`` (the denominator is not capped at
+      ``k``; trec_eval's ``recall_k``).
+    - ``"mrr@k"``: the reciprocal rank of the first relevant id in the top ``k``, 0.0 if none is
+      there; its mean is MRR@k (Voorhees, TREC-8 QA track, 1999; MS MARCO reports MRR@10).
+    - ``"ndcg@k"``: ``DCG@k = Σ_{i=1..k} rel_i / log2(i + 1)`` with ``rel_i`` the qrels value
+      of the id at rank ``i`` (0 when unjudged; graded values as they are), over the DCG of the
+      ideal ranking, the qrels' own values sorted from high to low and cut at ``k`` (Järvelin
+      and Kekäläinen, 2002; trec_eval's ``ndcg_cut.k``, the formula BEIR reports), not the
+      ``2^rel - 1`` gain of Burges et al.
+    - ``"hit@k"``: 1.0 if any relevant id is in the top ``k``, else 0.0 (ranx's
+      ``hit_rate@k``, trec_eval's ``success_k``). With page-level gold (FinanceBench's
+      evidence pages) this is "the gold page is among the top k".
+
+    A repeated id (two chunks of one gold page) counts once, at its first rank. A question
+    with no relevant id gets ``None`` for every metric (it is left out of the means, as
+    trec_eval leaves out queries that have no judgements); one with nothing retrieved scores
+    0.0. Raises ``ValueError`` for another metric name or a ``k`` below 1.
     """
-    # ranx imports numba and pandas (seconds); only the aggregate step needs it.
+    if len(rankings) != len(qrels):
+        raise ValueError(f"rankings and qrels differ in length: {len(rankings)} and {len(qrels)}")
+    ranx_metrics = [_ranx_name(name) for name in metrics]
+    scores: list[dict[str, float | None]] = [dict.fromkeys(metrics) for _ in rankings]
+    judged = {str(i): relevant for i, judgements in enumerate(qrels) if (relevant := _relevant(judgements))}
+    if not judged:
+        return scores
+    # ranx imports numba (seconds, and vLLM's CPU workers must not inherit it: rag/keyword.py).
     from ranx import Qrels, Run, evaluate
 
-    judged = {query_id: _relevant(docs) for query_id, docs in qrels.items()}
-    judged = {query_id: docs for query_id, docs in judged.items() if docs}
-    if not judged:
-        raise ValueError("no query has a relevant document: retrieval metrics are undefined")
-    ranx_metrics = [_ranx_name(name) for name in metrics]
-    run_dict = {query_id: dict(run.get(query_id, {})) for query_id in judged}
+    ranked = {query_id: rankings[int(query_id)] for query_id in judged if rankings[int(query_id)]}
+    # ranx builds no Run from rankings that are all empty; make_comparable below gives every
+    # judged query missing from the run an empty ranking (which scores 0).
+    run = Run(run_from_rankings(ranked)) if ranked else Run()
     with warnings.catch_warnings():
         # ranx hashes ids to unsigned 64-bit ints and numba warns on the cast; it is harmless.
         warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
-        # Every judged query has a run entry (empty when the run lacks it); make_comparable also
-        # sorts the run by query id as Qrels is, which ranx's metrics assume when pairing them.
-        result = evaluate(Qrels(judged), Run(run_dict), ranx_metrics, make_comparable=True)
-    # ranx returns a bare float for a single metric and a dict for several.
-    values = result if isinstance(result, dict) else {ranx_metrics[0]: result}
-    return {name: float(values[ranx_name]) for name, ranx_name in zip(metrics, ranx_metrics, strict=True)}
+        values = evaluate(Qrels(judged), run, ranx_metrics, return_mean=False, make_comparable=True)
+    # ranx returns a bare array for a single metric and a dict of them for several.
+    per_metric = values if isinstance(values, dict) else {ranx_metrics[0]: values}
+    # Each array follows the run's queries (sorted by id, as Qrels sorts its own), as ranx
+    # itself reads them when it saves per-query scores in the run.
+    for position, query_id in enumerate(run.get_query_ids()):
+        scores[int(query_id)] = {
+            name: float(per_metric[ranx_name][position]) for name, ranx_name in zip(metrics, ranx_metrics, strict=True)
+        }
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------

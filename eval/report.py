@@ -1,8 +1,8 @@
 """A run's outputs beside its samples: ``metrics.json``, ``report.html`` and the TREC run file.
 
 - :func:`compute_metrics`: every metric's mean over the questions it applies to, with a 95%
-  percentile-bootstrap interval (:func:`eval.stats.bootstrap_ci`); the retrieval means are
-  ranx's (:func:`eval.metrics.ranx_scores`, equal to the per-question means by construction);
+  percentile-bootstrap interval (:func:`eval.stats.bootstrap_ci`); the retrieval values are
+  ranx's (:func:`eval.metrics.retrieval_metrics`, computed per question when the run scores them);
   abstention precision/recall, latency p50/p95, tokens per answer, the rank of the first gold
   hit, and the run's description from ``run.json`` (configuration, models, dataset hash,
   project version, timestamps).
@@ -28,7 +28,7 @@ from urllib.parse import quote
 import numpy as np
 
 from eval import htmlkit, plots
-from eval.metrics import abstention_scores, percentile, ranx_scores, run_from_rankings
+from eval.metrics import abstention_scores, percentile
 from eval.records import (
     METRICS_FILE,
     REPORT_FILE,
@@ -38,7 +38,7 @@ from eval.records import (
     read_run,
     write_json,
 )
-from eval.scoring import ALL_METRICS, LABELS, QUALITY_METRICS, RETRIEVAL_METRICS
+from eval.scoring import ALL_METRICS, LABELS, QUALITY_METRICS
 from eval.stats import bootstrap_ci
 from rag.files import write_text_atomic
 
@@ -74,13 +74,6 @@ def compute_metrics(
             "ci95": list(interval) if interval is not None else None,
             "n": len(present),
         }
-    judged = [name for name in RETRIEVAL_METRICS if name in aggregates]
-    if judged:
-        retrieved = [sample for sample in ok if sample.metric(judged[0]) is not None]
-        qrels = {sample.id: sample.qrels for sample in retrieved}
-        rankings = {sample.id: [passage.id for passage in sample.retrieved] for sample in retrieved}
-        for name, value in ranx_scores(qrels, run_from_rankings(rankings), judged).items():
-            aggregates[name]["mean"] = value
 
     answered = [sample for sample in ok if sample.abstained is not None]
     abstention = abstention_scores((sample.unanswerable, bool(sample.abstained)) for sample in answered)

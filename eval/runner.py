@@ -184,7 +184,7 @@ def run_eval(
                 reporter.message(f"resuming: {resumed} of {len(scope)} questions are already in {out_dir}")
             if todo:
                 stages = _Stages(config, mode, reporter, log)
-                retrieved = stages.retrieve(todo, embedder) if not closed_book else [([], 0.0) for _ in todo]
+                retrieved = stages.retrieve(todo, embedder) if not closed_book else [([], 0.0, {}) for _ in todo]
                 if not retrieval_only:
                     assert generator is not None
                     if mode == "full" and judge is None:
@@ -295,7 +295,8 @@ def _check_same_run(out_dir: Path, info: dict[str, Any]) -> None:
 # The stages
 
 
-Retrieved = tuple[list[ScoredChunk], float]  # a question's ranking and its share of the batch's time
+# A question's ranking, its share of the batch's time, and its retrieval metrics.
+Retrieved = tuple[list[ScoredChunk], float, Scores]
 
 
 class _Stages:
@@ -308,8 +309,9 @@ class _Stages:
         self.log = log
 
     def retrieve(self, questions: Sequence[EvalQuestion], embedder: Embedder | None) -> list[Retrieved]:
-        """Rank passages for every question, ``eval.retrieval_batch`` at a time; in retrieval-only
-        mode each batch's records are written as it finishes."""
+        """Rank passages for every question, ``eval.retrieval_batch`` at a time, and score each
+        batch's rankings together; in retrieval-only mode each batch's records are written as it
+        finishes."""
         assert embedder is not None
         depth = max(self.config.eval.retrieval_depth, self.config.retrieval.top_k)
         batch_size = self.config.eval.retrieval_batch
@@ -322,11 +324,15 @@ class _Stages:
                 began = time.perf_counter()
                 rankings = retrieve_many(retriever, [question.question for question in batch], depth)
                 share = (time.perf_counter() - began) / len(batch)
-                for question, ranking in zip(batch, rankings, strict=True):
-                    results.append((ranking, share))
+                scores = retrieval_scores(
+                    [_ranked_ids(question, ranking) for question, ranking in zip(batch, rankings, strict=True)],
+                    [question.qrels for question in batch],
+                )
+                for question, ranking, retrieval in zip(batch, rankings, scores, strict=True):
+                    results.append((ranking, share, retrieval))
                     if self.mode == "retrieval-only":
                         timings = {"retrieve_s": share, "latency_s": share}
-                        self.log.append(_record(question, self.mode, ranking, timings=timings))
+                        self.log.append(_record(question, self.mode, ranking, retrieval=retrieval, timings=timings))
                 self.reporter.advance(len(batch))
         return results
 
@@ -350,15 +356,16 @@ class _Stages:
         pipeline = Pipeline(
             self.config, None, prompt_builder(self.config, tokenizer), generator, build_citer(self.config, embedder)
         )
-        ready: list[tuple[EvalQuestion, list[ScoredChunk], Prompt, dict[str, float]]] = []
-        for question, (ranking, share) in zip(questions, retrieved, strict=True):
+        ready: list[tuple[EvalQuestion, Retrieved, Prompt, dict[str, float]]] = []
+        for question, (ranking, share, retrieval) in zip(questions, retrieved, strict=True):
             began = time.perf_counter()
             try:
                 prompt = pipeline.build_prompt(question.question, [] if self.mode == "closed-book" else ranking)
             except QuestionTooLongError as error:
                 self.log.append(_record(question, self.mode, ranking, timings={"retrieve_s": share}, error=str(error)))
                 continue
-            ready.append((question, ranking, prompt, {"retrieve_s": share, "prompt_s": time.perf_counter() - began}))
+            stage_s = {"retrieve_s": share, "prompt_s": time.perf_counter() - began}
+            ready.append((question, (ranking, share, retrieval), prompt, stage_s))
 
         self.reporter.stage("generate", len(ready))
         batch_size = self.config.eval.generation_batch
@@ -371,14 +378,17 @@ class _Stages:
             answers = pipeline.cite_many(
                 [prompt for _, _, prompt, _ in batch], [g.text for g in generations], timings, generations
             )
-            for (question, ranking, prompt, _), output, answer in zip(batch, generations, answers, strict=True):
-                self.log.append(self._answered(question, ranking, prompt, answer, output, judge))
+            for (question, (ranking, _, retrieval), prompt, _), output, answer in zip(
+                batch, generations, answers, strict=True
+            ):
+                self.log.append(self._answered(question, ranking, retrieval, prompt, answer, output, judge))
             self.reporter.advance(len(batch))
 
     def _answered(
         self,
         question: EvalQuestion,
         ranking: list[ScoredChunk],
+        retrieval: Scores,
         prompt: Prompt,
         answer: Answer,
         output: Generation,
@@ -412,6 +422,7 @@ class _Stages:
             question,
             self.mode,
             ranking,
+            retrieval=retrieval,
             prompt=prompt,
             answer=answer,
             abstained=abstained,
@@ -426,6 +437,7 @@ def _record(
     mode: Mode,
     ranking: Sequence[ScoredChunk],
     *,
+    retrieval: Scores | None = None,
     prompt: Prompt | None = None,
     answer: Answer | None = None,
     abstained: bool | None = None,
@@ -434,13 +446,16 @@ def _record(
     timings: dict[str, float],
     error: str | None = None,
 ) -> Sample:
-    """One line of ``samples.jsonl``: the question, its gold labels, what each stage produced, every metric."""
+    """One line of ``samples.jsonl``: the question, its gold labels, what each stage produced, every metric.
+
+    ``retrieval`` holds the question's retrieval metrics (:func:`eval.scoring.retrieval_scores`
+    of its batch); without it they are ``None``, as for a closed-book run or a failed question.
+    """
     qrels = question.qrels
-    ranked_ids = [question.retrieved_id(hit.source, hit.chunk.page) for hit in ranking]
+    ranked_ids = _ranked_ids(question, ranking)
     in_prompt = len(prompt.passages) if prompt is not None else 0
     metrics: Scores = no_scores(RETRIEVAL_METRICS + ANSWER_METRICS + CITATION_METRICS + GROUNDING_METRICS)
-    if mode != "closed-book" and error is None:
-        metrics |= retrieval_scores(ranked_ids, qrels)
+    metrics |= retrieval or {}
     metrics |= scores or {}
     metrics["latency_s"] = timings.get("latency_s") if error is None else None
     tokens = output.completion_tokens if output is not None else None
@@ -472,3 +487,8 @@ def _record(
         metrics=metrics,
         error=error,
     )
+
+
+def _ranked_ids(question: EvalQuestion, ranking: Sequence[ScoredChunk]) -> list[str]:
+    """The ids the question's qrels judge (documents or pages) of a ranking's passages, best first."""
+    return [question.retrieved_id(hit.source, hit.chunk.page) for hit in ranking]

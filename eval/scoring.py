@@ -16,10 +16,7 @@ from eval.metrics import (
     contains_reference,
     exact_match,
     faithfulness,
-    hit_at_k,
-    mrr_at_k,
-    ndcg_at_k,
-    recall_at_k,
+    retrieval_metrics,
     token_f1,
 )
 from rag.grammar import strip_markers
@@ -58,16 +55,10 @@ LABELS = {
 }
 
 
-def retrieval_scores(ranked: Sequence[str], qrels: Mapping[str, int]) -> Scores:
-    """Recall@5/10, MRR@10, nDCG@10 and hit@5/10 of one ranking (ids best first) against ``qrels``."""
-    return {
-        "recall@5": recall_at_k(ranked, qrels, 5),
-        "recall@10": recall_at_k(ranked, qrels, 10),
-        "mrr@10": mrr_at_k(ranked, qrels, 10),
-        "ndcg@10": ndcg_at_k(ranked, qrels, 10),
-        "hit@5": hit_at_k(ranked, qrels, 5),
-        "hit@10": hit_at_k(ranked, qrels, 10),
-    }
+def retrieval_scores(rankings: Sequence[Sequence[str]], qrels: Sequence[Mapping[str, int]]) -> list[Scores]:
+    """Recall@5/10, MRR@10, nDCG@10 and hit@5/10 of each ranking (ids best first) against its
+    qrels, ``rankings[i]`` with ``qrels[i]``: ranx scores them all in one call."""
+    return retrieval_metrics(rankings, qrels, RETRIEVAL_METRICS)
 
 
 def first_relevant_rank(ranked: Sequence[str], qrels: Mapping[str, int]) -> int | None:

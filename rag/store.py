@@ -199,7 +199,12 @@ def _connect(directory: Path, *, read_only: bool) -> sqlite3.Connection:
 def read_manifest(connection: sqlite3.Connection, directory: Path) -> Manifest | None:
     """The manifest of record (None: nothing committed yet). Raises KnowledgeBaseDamagedError
     naming the bad fields when the row does not validate."""
-    row = connection.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+    try:
+        row = connection.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return None  # a first ingest has made the file but not yet its tables: nothing committed
     if row is None:
         return None
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from eval.datasets import EvalDataError, EvalQuestion, GoldSource, iter_beir_corpus, load_dataset, source_id
-from eval.metrics import hit_at_k
+from eval.metrics import retrieval_metrics
 from rag.errors import RagError
 
 # tests/unit/ -> tests/ -> the repository -> its parent, where shared/ lies beside it.
@@ -107,8 +107,7 @@ def test_gold_sources_give_page_level_qrels_and_ids(tmp_path: Path) -> None:
     assert question.retrieved_id("notes.md", 9) == "notes.md"  # gold page None: any page of the file
     assert source_id(Path("/a/b.pdf"), 2) == "b.pdf#2"
     ranked = [question.retrieved_id(f, p) for f, p in [("/x/report.pdf", 1), ("/x/report.pdf", 3)]]
-    assert hit_at_k(ranked, question.qrels, 1) == 0.0
-    assert hit_at_k(ranked, question.qrels, 2) == 1.0
+    assert retrieval_metrics([ranked], [question.qrels], ["hit@1", "hit@2"]) == [{"hit@1": 0.0, "hit@2": 1.0}]
 
 
 @pytest.mark.parametrize(

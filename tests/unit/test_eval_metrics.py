@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -18,36 +18,39 @@ from eval.metrics import (
     contains_reference,
     exact_match,
     faithfulness,
-    hit_at_k,
-    mrr_at_k,
-    ndcg_at_k,
     normalize_answer,
     percentile,
-    ranx_scores,
-    recall_at_k,
+    retrieval_metrics,
     run_from_rankings,
     token_f1,
 )
 from eval.stats import bootstrap_ci, paired_bootstrap_pvalue, paired_permutation_pvalue
 
 # ---------------------------------------------------------------------------------------------
-# Retrieval, by hand
+# Retrieval (ranx's numbers), checked by hand
+
+
+def _metric(name: str, ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float | None:
+    """One question's ``name@k`` from :func:`retrieval_metrics`."""
+    metric = f"{name}@{k}"
+    return retrieval_metrics([ranked], [qrels], [metric])[0][metric]
+
 
 RANKED = ["d3", "d1", "d5", "d2", "d4"]
 QRELS = {"d1": 2, "d2": 1, "d9": 1, "d0": 0}  # relevant: d1 (2), d2 (1), d9 (1, never retrieved); d0 judged 0
 
 
 def test_recall_by_hand() -> None:
-    assert recall_at_k(RANKED, QRELS, 1) == 0.0  # d3 is not relevant
-    assert recall_at_k(RANKED, QRELS, 2) == pytest.approx(1 / 3)  # d1 of {d1, d2, d9}
-    assert recall_at_k(RANKED, QRELS, 5) == pytest.approx(2 / 3)  # d1, d2 of 3
-    assert recall_at_k(RANKED, QRELS, 100) == pytest.approx(2 / 3)  # k past the list: still 2 of 3
+    assert _metric("recall", RANKED, QRELS, 1) == 0.0  # d3 is not relevant
+    assert _metric("recall", RANKED, QRELS, 2) == pytest.approx(1 / 3)  # d1 of {d1, d2, d9}
+    assert _metric("recall", RANKED, QRELS, 5) == pytest.approx(2 / 3)  # d1, d2 of 3
+    assert _metric("recall", RANKED, QRELS, 100) == pytest.approx(2 / 3)  # k past the list: still 2 of 3
 
 
 def test_mrr_by_hand() -> None:
-    assert mrr_at_k(RANKED, QRELS) == 0.5  # first relevant (d1) at rank 2
-    assert mrr_at_k(RANKED, QRELS, k=1) == 0.0  # not in the top 1
-    assert mrr_at_k(["d9"], QRELS) == 1.0
+    assert _metric("mrr", RANKED, QRELS, 10) == 0.5  # first relevant (d1) at rank 2
+    assert _metric("mrr", RANKED, QRELS, 1) == 0.0  # not in the top 1
+    assert _metric("mrr", ["d9"], QRELS, 10) == 1.0
 
 
 def test_ndcg_by_hand_graded() -> None:
@@ -55,94 +58,68 @@ def test_ndcg_by_hand_graded() -> None:
     # IDCG@5 = ideal gains 2, 1, 1: 2/log2(2) + 1/log2(3) + 1/log2(4) = 2 + 0.63093 + 0.5 = 3.13093
     dcg = 2 / math.log2(3) + 1 / math.log2(5)
     idcg = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
-    assert ndcg_at_k(RANKED, QRELS, 5) == pytest.approx(dcg / idcg)
-    assert ndcg_at_k(RANKED, QRELS, 5) == pytest.approx(0.54059, abs=1e-5)
+    assert _metric("ndcg", RANKED, QRELS, 5) == pytest.approx(dcg / idcg)
+    assert _metric("ndcg", RANKED, QRELS, 5) == pytest.approx(0.54059, abs=1e-5)
     # @2: DCG = 2/log2(3) = 1.26186; IDCG@2 = 2/1 + 1/log2(3) = 2.63093 -> 0.47962
-    assert ndcg_at_k(RANKED, QRELS, 2) == pytest.approx((2 / math.log2(3)) / (2 + 1 / math.log2(3)))
-    assert ndcg_at_k(RANKED, QRELS, 1) == 0.0
+    assert _metric("ndcg", RANKED, QRELS, 2) == pytest.approx((2 / math.log2(3)) / (2 + 1 / math.log2(3)))
+    assert _metric("ndcg", RANKED, QRELS, 1) == 0.0
 
 
 def test_ndcg_binary_and_perfect() -> None:
     # Binary: relevant a, b; ranked b, x, a -> DCG = 1/log2(2) + 1/log2(4) = 1.5; IDCG = 1 + 1/log2(3) = 1.63093
-    assert ndcg_at_k(["b", "x", "a"], {"a": 1, "b": 1}, 10) == pytest.approx(1.5 / (1 + 1 / math.log2(3)))
-    assert ndcg_at_k(["d1", "d2", "d9"], QRELS, 10) == pytest.approx(1.0)
+    assert _metric("ndcg", ["b", "x", "a"], {"a": 1, "b": 1}, 10) == pytest.approx(1.5 / (1 + 1 / math.log2(3)))
+    assert _metric("ndcg", ["d1", "d2", "d9"], QRELS, 10) == pytest.approx(1.0)
 
 
 def test_hit_by_hand() -> None:
-    assert hit_at_k(RANKED, QRELS, 1) == 0.0
-    assert hit_at_k(RANKED, QRELS, 2) == 1.0
+    assert _metric("hit", RANKED, QRELS, 1) == 0.0
+    assert _metric("hit", RANKED, QRELS, 2) == 1.0
 
 
 def test_repeated_ids_count_once_at_their_first_rank() -> None:
     # Two chunks of the gold page d1: the ranking of distinct ids is d1, d2.
-    assert recall_at_k(["d1", "d1", "d2"], QRELS, 2) == pytest.approx(2 / 3)
-    assert mrr_at_k(["x", "d1", "d1"], QRELS) == 0.5
+    assert _metric("recall", ["d1", "d1", "d2"], QRELS, 2) == pytest.approx(2 / 3)
+    assert _metric("mrr", ["x", "d1", "d1"], QRELS, 10) == 0.5
 
 
 def test_no_relevant_id_means_not_applicable() -> None:
-    for metric in (recall_at_k, mrr_at_k, ndcg_at_k, hit_at_k):
-        assert metric(RANKED, {"d3": 0}, 5) is None
-        assert metric(RANKED, {}, 5) is None
-    assert recall_at_k([], QRELS, 5) == 0.0  # nothing retrieved is a score, not "not applicable"
+    for name in ("recall", "mrr", "ndcg", "hit"):
+        assert _metric(name, RANKED, {"d3": 0}, 5) is None
+        assert _metric(name, RANKED, {}, 5) is None
+    assert _metric("recall", [], QRELS, 5) == 0.0  # nothing retrieved is a score, not "not applicable"
 
 
 def test_k_must_be_positive() -> None:
     with pytest.raises(ValueError, match="k must be at least 1"):
-        recall_at_k(RANKED, QRELS, 0)
+        _metric("recall", RANKED, QRELS, 0)
 
 
 def test_run_from_rankings_scores_by_rank() -> None:
     assert run_from_rankings({"q": ["a", "b", "a", "c"]}) == {"q": {"a": 1.0, "b": 0.5, "c": 1 / 3}}
 
 
-# ---------------------------------------------------------------------------------------------
-# Retrieval, against ranx
-
-PER_QUERY = {"recall": recall_at_k, "mrr": mrr_at_k, "ndcg": ndcg_at_k, "hit": hit_at_k}
-RANX_METRICS = ["recall@5", "recall@10", "mrr@10", "ndcg@3", "ndcg@10", "hit@1", "hit@5"]
-
-
-def _random_benchmark() -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
-    """Twelve queries over 30 documents: graded qrels (0-3) for half, binary for the other half,
-    one query judged only 0 (left out), one query the run lacks, one run query with no qrels."""
-    rng = np.random.default_rng(7)
-    docs = [f"doc{i}" for i in range(30)]
-    qrels: dict[str, dict[str, int]] = {}
-    rankings: dict[str, list[str]] = {}
-    for q in range(12):
-        judged = rng.choice(docs, size=int(rng.integers(1, 6)), replace=False)
-        levels = rng.integers(1, 4, size=len(judged)) if q % 2 else np.ones(len(judged), dtype=int)
-        qrels[f"q{q}"] = {str(d): int(level) for d, level in zip(judged, levels, strict=True)}
-        rankings[f"q{q}"] = [str(d) for d in rng.permutation(docs)[: int(rng.integers(3, 20))]]
-    qrels["q0"]["doc99"] = 0  # a judged-irrelevant id beside relevant ones
-    qrels["zeros"] = {"doc1": 0, "doc2": 0}
-    rankings["zeros"] = ["doc1", "doc2"]
-    qrels["absent"] = {"doc3": 1}
-    rankings["unjudged"] = ["doc3"]
-    return qrels, rankings
+def test_many_questions_in_one_call_each_get_their_own_values() -> None:
+    # Twelve questions (ranx sorts query ids as strings: "10" before "2"), question i finding its
+    # relevant id at rank i + 1; one with only irrelevant judgements, one with nothing retrieved.
+    rankings: list[list[str]] = [[f"x{j}" for j in range(i)] + ["gold"] for i in range(12)]
+    qrels: list[dict[str, int]] = [{"gold": 1} for _ in range(12)]
+    rankings += [["gold"], []]
+    qrels += [{"gold": 0}, {"gold": 1}]
+    scores = retrieval_metrics(rankings, qrels, ["mrr@20", "hit@5"])
+    assert [s["mrr@20"] for s in scores[:12]] == pytest.approx([1 / (i + 1) for i in range(12)])
+    assert [s["hit@5"] for s in scores[:12]] == [1.0] * 5 + [0.0] * 7
+    assert scores[12] == {"mrr@20": None, "hit@5": None}
+    assert scores[13] == {"mrr@20": 0.0, "hit@5": 0.0}
 
 
-@pytest.fixture(scope="module")
-def ranx_means() -> dict[str, float]:
-    qrels, rankings = _random_benchmark()
-    return ranx_scores(qrels, run_from_rankings(rankings), RANX_METRICS)
-
-
-@pytest.mark.parametrize("name", RANX_METRICS)
-def test_per_query_means_equal_ranx(ranx_means: dict[str, float], name: str) -> None:
-    qrels, rankings = _random_benchmark()
-    metric_name, cutoff = name.split("@")
-    metric, k = PER_QUERY[metric_name], int(cutoff)
-    values = [metric(rankings.get(query_id, []), judged, k) for query_id, judged in qrels.items()]
-    present = [value for value in values if value is not None]
-    assert len(present) == 13  # 12 random + "absent"; "zeros" is not applicable, "unjudged" has no qrels
-    assert ranx_means[name] == pytest.approx(float(np.mean(present)), abs=1e-12)
-
-
-def test_ranx_scores_single_metric_is_a_dict_and_no_judgements_raise() -> None:
-    assert ranx_scores({"q": {"a": 1}}, {"q": {"b": 2.0, "a": 1.0}}, ["mrr@10"]) == {"mrr@10": 0.5}
-    with pytest.raises(ValueError, match="no query has a relevant document"):
-        ranx_scores({"q": {"a": 0}}, {"q": {"a": 1.0}}, ["ndcg@10"])
+def test_retrieval_metrics_single_metric_names_and_no_judgements() -> None:
+    assert retrieval_metrics([["b", "a"]], [{"a": 1}], ["mrr@10"]) == [{"mrr@10": 0.5}]
+    assert retrieval_metrics([["a"]], [{"a": 0}], ["ndcg@10"]) == [{"ndcg@10": None}]
+    assert retrieval_metrics([], [], ["ndcg@10"]) == []
+    with pytest.raises(ValueError, match="unknown retrieval metric"):
+        retrieval_metrics([["a"]], [{"a": 1}], ["map@10"])
+    with pytest.raises(ValueError, match="differ in length"):
+        retrieval_metrics([["a"]], [], ["ndcg@10"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,9 +74,10 @@ def test_retrieval_means_come_from_ranx_and_match_the_per_question_values() -> N
         samples.append(sample)
     from eval.scoring import first_relevant_rank, retrieval_scores
 
-    for sample in samples:
-        ranked = [p["id"] for p in sample["retrieved"]]
-        sample["metrics"] = retrieval_scores(ranked, sample["qrels"])
+    rankings = [[p["id"] for p in sample["retrieved"]] for sample in samples]
+    scores = retrieval_scores(rankings, [sample["qrels"] for sample in samples])
+    for sample, ranked, metrics in zip(samples, rankings, scores, strict=True):
+        sample["metrics"] = metrics
         sample["first_relevant_rank"] = first_relevant_rank(ranked, sample["qrels"])
     metrics = compute_metrics(_typed(samples), INFO, n_resamples=200)
     per_question = [s["metrics"]["ndcg@10"] for s in samples]

@@ -95,7 +95,7 @@ def test_full_run_writes_all_four_outputs(tmp_path: Path, world: tuple[Path, Fak
     assert report["metrics"]["hit@5"]["n"] == 3
     assert report["latency_s"]["p50"] > 0 and report["completion_tokens"]["p95"] > 0
     assert report["first_relevant_rank"] == {"1": 3}
-    # The retrieval means are ranx's; they equal the per-question means.
+    # The retrieval values are ranx's, per question; the means are theirs.
     ndcg = [s.metrics["ndcg@10"] for s in samples.values() if s.metrics["ndcg@10"] is not None]
     assert report["metrics"]["ndcg@10"]["mean"] == pytest.approx(np.mean(ndcg))
 

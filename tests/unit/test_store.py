@@ -124,6 +124,14 @@ def test_model_mismatch_is_refused_with_reindex_hint(tmp_path: Path) -> None:
         KnowledgeBaseWriter.open(config.kb_dir, changed_chunking, dimension=64)
 
 
+def test_a_database_a_first_ingest_has_not_yet_given_tables_reads_as_empty(tmp_path: Path) -> None:
+    """A reader racing the first ingest can meet kb.sqlite before its tables exist."""
+    tmp_path.joinpath("kb").mkdir()
+    sqlite3.connect(tmp_path / "kb" / "kb.sqlite").close()
+    with pytest.raises(KnowledgeBaseNotFoundError, match="is empty"):
+        KnowledgeBase.open(tmp_path / "kb")
+
+
 def test_missing_knowledge_base_says_how_to_create_one(tmp_path: Path) -> None:
     with pytest.raises(KnowledgeBaseNotFoundError, match=r"rag ingest PATH --kb"):
         KnowledgeBase.open(tmp_path / "nothing")
