@@ -105,8 +105,8 @@ def samples_knowledge_base(root: Path, overrides: dict[str, Any]) -> tuple[Any, 
     ``root``, the provisioned default generator by path, and ``overrides``; and the loaded
     embedder, with which the bundled samples are ingested into that knowledge base."""
     from ingest.job import run_ingest
+    from rag.components import Components
     from rag.config import load_config
-    from rag.embedder import SentenceTransformerEmbedder
     from rag.models import resolve_generator_location
 
     config = load_config(
@@ -118,8 +118,7 @@ def samples_knowledge_base(root: Path, overrides: dict[str, Any]) -> tuple[Any, 
             **overrides,
         },
     )
-    embedder = SentenceTransformerEmbedder(config.embedding)
-    embedder.load()
+    embedder = Components(config).embedder()
     run_ingest([REPO_ROOT / "samples"], config, embedder)
     return config, embedder
 

@@ -56,10 +56,10 @@ from common import (
 
 from eval.datasets import load_dataset
 from eval.runner import run_eval
+from rag.components import Components
 from rag.config import AppConfig
-from rag.generator import Generator, ServerGenerator, VllmGenerator
+from rag.generator import EngineGenerator, Generator
 from rag.pipeline import build_pipeline
-from rag.server import ModelServer
 
 HEADING = "## Evaluation: batched in-process vLLM against the server one question at a time"
 QUESTIONS = [
@@ -119,9 +119,9 @@ def seconds(work: Callable[[], object]) -> float:
 
 
 @contextmanager
-def loaded_engine(config: AppConfig) -> Iterator[tuple[VllmGenerator, float]]:
+def loaded_engine(config: AppConfig) -> Iterator[tuple[EngineGenerator, float]]:
     """An in-process engine for ``config`` and the seconds it took to start; stopped afterwards."""
-    engine = VllmGenerator(config, config.generator.model)
+    engine = Components(config).vllm_generator()
     start_s = seconds(engine.load)
     try:
         yield engine, start_s
@@ -159,10 +159,11 @@ def main(argv: list[str] | None = None) -> None:
         }
 
         print(f"[bench] server, one question at a time: {args.questions} questions", file=sys.stderr)
-        server = ModelServer(config)
+        components = Components(config)
+        server = components.model_server()
         raw["server_start_s"] = seconds(lambda: server.start(wait=True))
         try:
-            client = ServerGenerator(config, f"http://127.0.0.1:{args.port}/v1")
+            client = components.server_generator()
             raw["server"] = evaluate(config, dataset_path, root / "run-server", client, embedder)
         finally:
             server.stop()
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         with loaded_engine(config) as (local, start_s):
             raw["engine_start_s"] = start_s
             raw["batched"] = evaluate(config, dataset_path, root / "run-batched", local, embedder)
-            pipeline = build_pipeline(config, local, embedder=embedder)
+            pipeline = build_pipeline(config, local, embedder=embedder, components=components)
             asked = [question for question, _ in QUESTIONS[: args.questions]]
             rankings = pipeline.retrieve_many(asked)
             prompts = [pipeline.build_prompt(q, ranking) for q, ranking in zip(asked, rankings, strict=True)]

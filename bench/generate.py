@@ -159,12 +159,14 @@ def build_prompt_texts(model: str, count: int, passages: int, max_tokens: int, s
     Each question comes with ``passages`` catalogue entries as its retrieved passages, the one
     that answers it first, then others in a seeded random order, as a retriever would rank them.
     """
+    from rag.components import Components
     from rag.config import load_config
-    from rag.prompt import HuggingFaceChatTokenizer, PromptBuilder
+    from rag.prompt import PromptBuilder
     from rag.types import Chunk, ScoredChunk
 
     config = load_config(environ={}, overrides={"generator.model": model})
-    builder = PromptBuilder(HuggingFaceChatTokenizer(model), config.generator.max_model_len, max_tokens)
+    tokenizer = Components(config).chat_tokenizer()
+    builder = PromptBuilder(tokenizer, config.generator.max_model_len, max_tokens)
     catalogue = synthetic_catalogue(max(count + 1, passages) + 8, seed)
     chunks = [
         ScoredChunk(
@@ -378,16 +380,16 @@ def _complete(url: str, model: str, text: str, max_tokens: int, timeout: float) 
 
 def stage_server(model: str, prompts: Sequence[str], warmup: str, max_tokens: int, clients: int) -> Result:
     """(c) the product's ``ModelServer``; ``clients`` threads each send their share in turn."""
+    from rag.components import Components
     from rag.config import load_config
     from rag.generator import engine_settings
-    from rag.server import ModelServer
 
     with tempfile.TemporaryDirectory(prefix="bench-generate-server-") as data_dir:
         base = load_config(environ={})
         port = _free_port(base.generator.host)
         overrides = {"generator.model": model, "generator.port": port, "data_dir": data_dir}
         config = load_config(environ={}, overrides=overrides)
-        server = ModelServer(config)
+        server = Components(config).model_server()
         try:
             loading = time.perf_counter()
             status = server.start(wait=True)

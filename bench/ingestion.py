@@ -173,9 +173,10 @@ def stage_encode(corpus: Path) -> Result:
     """Bare ``SentenceTransformer.encode`` of the chunk texts the product would embed."""
     from ingest.chunking import chunk_pages
     from ingest.job import read_file
+    from rag.components import Components
     from rag.config import load_config
     from rag.context import indexed_text, page_contexts
-    from rag.embedder import SentenceTransformerEmbedder, resolve_model_location
+    from rag.embedder import resolve_model_location
     from rag.store import document_id_for
 
     config = load_config(environ={})
@@ -183,8 +184,7 @@ def stage_encode(corpus: Path) -> Result:
         # The product's embedder, loaded as the ingest stage loads it (imports included),
         # gives the real tokenizer; its load time is this stage's model load time.
         loading = time.perf_counter()
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
+        embedder = Components(config).embedder()
         model_load_seconds = time.perf_counter() - loading
 
         texts: list[str] = []
@@ -245,6 +245,7 @@ def stage_encode(corpus: Path) -> Result:
 def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
     """The product's ``run_ingest`` into an empty knowledge base with ``workers`` loaders."""
     from ingest.job import run_ingest
+    from rag.components import Components
     from rag.config import load_config
     from rag.embedder import SentenceTransformerEmbedder
 
@@ -253,9 +254,9 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
     config = load_config(overrides={"kb_dir": str(kb_dir), "ingest.workers": workers}, environ={})
     with _TreeRssSampler() as sampler:
         loading = time.perf_counter()
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
+        embedder = Components(config).embedder()
         model_load_seconds = time.perf_counter() - loading
+        assert isinstance(embedder, SentenceTransformerEmbedder)  # the real model, whose device is reported
 
         window = Window()
         with window.measure():

@@ -50,8 +50,8 @@ from common import (
 )
 
 from eval.metrics import percentile
+from rag.components import Components
 from rag.config import AppConfig
-from rag.server import ModelServer
 from ui.service import ChatService, ChatSettings
 
 HEADING = "## Web page: time to first token and to the answer"
@@ -78,7 +78,7 @@ def run_pass(
     config: AppConfig, service: ChatService, settings: ChatSettings, questions: list[str], sessions: int
 ) -> Result:
     """Start a fresh model server, warm it up, then time ``sessions`` sessions asking ``questions``."""
-    server = ModelServer(config)
+    server = Components(config).model_server()
     started = time.perf_counter()
     status = server.start(wait=True)
     start_s = time.perf_counter() - started

@@ -257,20 +257,21 @@ def bench_embedding(words: Sequence[str], args: argparse.Namespace) -> Result:
     """The real embedder, one query per ``embed_queries`` call."""
     import torch
 
-    from rag.config import EmbeddingConfig
+    from rag.components import Components
+    from rag.config import load_config
     from rag.embedder import SentenceTransformerEmbedder
 
-    config = EmbeddingConfig()
+    components = Components(load_config(environ={}))
     loading = time.perf_counter()
-    embedder = SentenceTransformerEmbedder(config)
-    embedder.load()
+    embedder = components.embedder()
     load_seconds = time.perf_counter() - loading
+    assert isinstance(embedder, SentenceTransformerEmbedder)  # the real model, whose device is reported
     queries = WordSource(words, args.zipf, args.seed - 1).texts(args.embed_queries + EMBED_WARMUP, 5, 10)
     timings, window = time_each(lambda i: embedder.embed_queries([queries[i]]), args.embed_queries, EMBED_WARMUP)
     stats = {**latency_stats(timings), **window.as_dict(other_cores=True)}
     print(f"[bench] query embedding: p50 {stats['p50_ms']:.2f} ms", file=sys.stderr, flush=True)
     return {
-        "model": config.model,
+        "model": components.config.embedding.model,
         "device": embedder.device,
         "torch_threads": int(torch.get_num_threads()),
         "load_seconds": load_seconds,

@@ -63,7 +63,7 @@ from common import (
 from page import QUESTIONS
 
 from eval.metrics import percentile
-from rag.server import ModelServer
+from rag.components import Components
 from ui.render import sanitize_filename
 from ui.service import ChatService, ChatSettings
 
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
             "model": "SmolLM2-135M-Instruct",
             "new_questions": len(questions) - len(QUESTIONS),
         }
-        server = ModelServer(config)
+        server = Components(config).model_server()
         started = time.perf_counter()
         status = server.start(wait=True)
         raw["server_start_s"] = time.perf_counter() - started

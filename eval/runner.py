@@ -59,14 +59,15 @@ from eval.scoring import (
 )
 from rag import __version__
 from rag.citations import says_unknown
+from rag.components import Components
 from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.errors import QuestionTooLongError
 from rag.generator import Generation, Generator
-from rag.pipeline import Pipeline, build_citer, prompt_builder
+from rag.pipeline import Pipeline, prompt_builder
 from rag.prompt import ChatTokenizer, Prompt
 from rag.records import CitationRecord, rounded
-from rag.retriever import build_retriever, retrieve_many
+from rag.retriever import retrieve_many
 from rag.store import KnowledgeBase
 from rag.types import Answer, ScoredChunk
 
@@ -307,6 +308,7 @@ class _Stages:
         self.mode = mode
         self.reporter = reporter
         self.log = log
+        self.components = Components(config)  # what the run builds itself: retriever, citer, tokenizer
 
     def retrieve(self, questions: Sequence[EvalQuestion], embedder: Embedder | None) -> list[Retrieved]:
         """Rank passages for every question, ``eval.retrieval_batch`` at a time, and score each
@@ -318,7 +320,7 @@ class _Stages:
         results: list[Retrieved] = []
         self.reporter.stage("retrieve", len(questions))
         with KnowledgeBase.open(self.config.kb_dir, self.config) as kb:
-            retriever = build_retriever(self.config, kb, embedder)
+            retriever = self.components.retriever(kb, embedder)
             for start in range(0, len(questions), batch_size):
                 batch = questions[start : start + batch_size]
                 began = time.perf_counter()
@@ -347,15 +349,11 @@ class _Stages:
     ) -> None:
         """Build the prompts, generate in batched calls, cite and score, and write each record."""
         if tokenizer is None:
-            from rag.models import resolve_generator_location
-            from rag.prompt import HuggingFaceChatTokenizer
-
-            tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(self.config))
+            tokenizer = self.components.chat_tokenizer()
         # The pipeline's own stages (prompt, generate, cite) over rankings already retrieved at
         # the evaluation's depth: `rag ask` and the page run the very same code.
-        pipeline = Pipeline(
-            self.config, None, prompt_builder(self.config, tokenizer), generator, build_citer(self.config, embedder)
-        )
+        citer = self.components.citer(embedder)
+        pipeline = Pipeline(self.config, None, prompt_builder(self.config, tokenizer), generator, citer)
         ready: list[tuple[EvalQuestion, Retrieved, Prompt, dict[str, float]]] = []
         for question, (ranking, share, retrieval) in zip(questions, retrieved, strict=True):
             began = time.perf_counter()

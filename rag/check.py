@@ -124,10 +124,11 @@ def repair_knowledge_base(
 ) -> CheckReport:
     """Check, rebuild what derives from intact rows, and check again (see the module doc).
 
-    ``embedder_for(config)`` gives an unloaded embedder for the knowledge base's own model; it
-    is only built and loaded when vectors must be embedded again. ``progress(done, total)``
-    follows that embedding. Returns the second check's report, with what was repaired and what
-    could not be saved."""
+    ``embedder_for(config)`` gives the embedder of ``config.embedding``, loaded (the ``rag``
+    command builds it with :meth:`rag.components.Components.embedder`); it is called with the
+    knowledge base's own model and settings, and only when vectors must be embedded again.
+    ``progress(done, total)`` follows that embedding. Returns the second check's report, with
+    what was repaired and what could not be saved."""
     before = _inspect(directory, config)
     repaired: list[str] = []
     not_saved: list[str] = []
@@ -156,7 +157,6 @@ def repair_knowledge_base(
     dimension = built.dimension
     if vectors and before.chunk_ids:
         embedder = embedder_for(as_built)
-        embedder.load()
         embed, dimension = embedder.embed_documents, embedder.dimension
     plan = RepairPlan(manifest=replacement, vectors=vectors)
     with KnowledgeBaseWriter.open(directory, as_built, dimension=dimension, repair=plan) as writer:

@@ -50,6 +50,15 @@ class Generator(Protocol):
         ...
 
 
+class EngineGenerator(Generator, Protocol):
+    """A generator whose engine runs in this process: :meth:`load` starts it (the caller picks
+    when: a minute on a CPU) and :meth:`close` stops it (an idle CPU engine still spins)."""
+
+    def load(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def engine_settings(config: AppConfig, has_gpu: bool) -> dict[str, Any]:
     """vLLM engine arguments for this machine: float32 and eager on a CPU (PLATFORM.md)."""
     generator = config.generator

@@ -1,6 +1,6 @@
 """A LangChain ``BaseRetriever`` over a knowledge base, to drop it into any LangChain chain.
 
-    retriever = KnowledgeBaseRetriever(retriever=build_retriever(config, kb, embedder), k=5)
+    retriever = KnowledgeBaseRetriever(retriever=Components(config).retriever(kb, embedder), k=5)
     retriever.invoke("What is the vacation policy?")  # -> list[langchain_core.documents.Document]
 
 Each document's metadata is :class:`rag.records.HitRecord` without the text (the file, page,

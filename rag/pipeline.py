@@ -23,15 +23,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from rag.citations import Citer
+from rag.components import Components
 from rag.config import AppConfig
-from rag.embedder import Embedder, SentenceTransformerEmbedder
+from rag.embedder import Embedder
 from rag.generator import Generation, Generator
 from rag.grammar import answer_pattern
-from rag.models import resolve_generator_location
-from rag.prompt import ChatTokenizer, HuggingFaceChatTokenizer, Prompt, PromptBuilder
-from rag.retriever import Retriever, build_retriever, retrieve_many
+from rag.prompt import ChatTokenizer, Prompt, PromptBuilder
+from rag.retriever import Retriever, retrieve_many
 from rag.store import KnowledgeBase
-from rag.support import build_support_scorer
 from rag.types import Answer, ScoredChunk
 
 
@@ -181,32 +180,29 @@ def build_pipeline(
     embedder: Embedder | None = None,
     *,
     closed_book: bool = False,
+    components: Components | None = None,
 ) -> Pipeline:
     """Open the knowledge base, load the embedder, the prompt tokenizer and the support scorer, wire the stages.
 
     ``kb`` and ``embedder`` (loaded) can be passed in to share them; the caller keeps owning a
     ``kb`` it passes (one opened here lives as long as the pipeline). ``closed_book`` builds a
-    pipeline that retrieves nothing and opens no knowledge base.
+    pipeline that retrieves nothing and opens no knowledge base. ``components`` builds the rest
+    (default: ``Components(config)``; the ``rag`` command passes its own, tests a fake).
 
     Raises :class:`rag.errors.KnowledgeBaseNotFoundError` (with the ingest command to run) when
     there is no knowledge base, and :class:`rag.errors.ModelLoadError` when a model cannot load.
     """
+    components = components or Components(config)
     if embedder is None:
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
+        embedder = components.embedder()
     retriever = None
     if not closed_book:
         kb = kb or KnowledgeBase.open(config.kb_dir, config)
-        retriever = build_retriever(config, kb, embedder)
-    tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(config))
-    return Pipeline(config, retriever, prompt_builder(config, tokenizer), generator, build_citer(config, embedder))
+        retriever = components.retriever(kb, embedder)
+    prompts = prompt_builder(config, components.chat_tokenizer())
+    return Pipeline(config, retriever, prompts, generator, components.citer(embedder))
 
 
 def prompt_builder(config: AppConfig, tokenizer: ChatTokenizer) -> PromptBuilder:
     """A :class:`PromptBuilder` for ``config``'s context length and answer budget."""
     return PromptBuilder(tokenizer, config.generator.max_model_len, config.generator.max_answer_tokens)
-
-
-def build_citer(config: AppConfig, embedder: Embedder | None) -> Citer:
-    """The configured :class:`Citer`, its support scorer loaded (the embedder is shared, not reloaded)."""
-    return Citer(config.answer, config.citations, build_support_scorer(config.citations, embedder))

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from rag.config import AppConfig, PageScoring, RetrievalConfig
+from rag.config import PageScoring, RetrievalConfig
 from rag.embedder import Embedder
 from rag.errors import ModelLoadError, first_line
 from rag.index import FaissIndex
@@ -264,17 +264,3 @@ def assemble_retriever(
     if retrieval.page_scoring == "none":
         return chosen
     return PageRanker(chosen, retrieval.page_scoring, retrieval.candidates)
-
-
-def build_retriever(config: AppConfig, kb: KnowledgeBase, embedder: Embedder) -> Retriever:
-    """The retriever ``config.retrieval`` asks for, over one consistent snapshot of ``kb``.
-
-    ``embedder`` must be loaded; a configured reranker is loaded here.
-    """
-    dense_index, keyword_index = kb.load_indexes(config)
-    retriever = assemble_retriever(config.retrieval, kb, embedder, dense_index, keyword_index)
-    if config.retrieval.reranker_model:
-        scorer = CrossEncoderScorer(config.retrieval.reranker_model)
-        scorer.load()
-        retriever = CrossEncoderReranker(retriever, scorer, config.retrieval.rerank_candidates)
-    return retriever

@@ -30,6 +30,11 @@ from rag.generator import engine_settings, has_cuda
 from rag.models import resolve_generator_location
 
 
+def api_base_url(host: str, port: int) -> str:
+    """The OpenAI-compatible API of a vLLM server at ``host:port``: what its clients are given."""
+    return f"http://{host}:{port}/v1"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerState:
     pid: int
@@ -39,7 +44,7 @@ class ServerState:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return api_base_url(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)

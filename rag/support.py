@@ -1,6 +1,7 @@
 """Support scores: how well a span of a passage supports a claim, from 0 to 1.
 
-One Protocol, three scorers, chosen by :func:`build_support_scorer` from ``citations``:
+One Protocol, three scorers, chosen from ``citations`` by
+:meth:`rag.components.Components.support_scorer`:
 
 - :class:`LexicalSupport`: the share of the claim's content words found in the span. Needs no
   model; checks words, not meaning (a swapped number with the same words passes).
@@ -30,7 +31,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.config import CitationsConfig
 from rag.embedder import Embedder
 from rag.errors import ModelLoadError, first_line
 
@@ -276,15 +276,3 @@ class NliSupport:
             show_progress_bar=False,
         )
         return [float(row[self._entailment]) for row in probabilities]
-
-
-def build_support_scorer(config: CitationsConfig, embedder: Embedder | None) -> SupportScorer:
-    """The configured scorer, loaded: NLI when ``support_model`` is set, else embedding+lexical
-    with ``embedder`` (loaded), else lexical."""
-    if config.support_model:
-        scorer = NliSupport(config.support_model)
-        scorer.load()
-        return scorer
-    if embedder is not None:
-        return EmbeddingSupport(embedder)
-    return LexicalSupport()

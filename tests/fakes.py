@@ -3,8 +3,9 @@
 ``FakeEmbedder`` hashes words into a small vector space: deterministic, instant, and close
 enough to real embeddings that texts sharing words score higher than texts that do not.
 ``FakeChatTokenizer`` counts words and renders a toy chat template; ``FakeGenerator`` returns
-canned answers and records which questions each call was given; ``FakeIngestReporter`` records
-what an ingestion run reports.
+canned answers and records which questions each call was given (``FakeEngineGenerator`` also
+remembers being loaded and closed, as in-process vLLM is); ``FakeComponents`` builds these in
+place of the real models; ``FakeIngestReporter`` records what an ingestion run reports.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ingest.progress import FileEvent
-from rag.generator import Generation
+from rag.components import Components
+from rag.config import AppConfig, EmbeddingConfig
+from rag.generator import Generation, Generator
 from rag.index import Vectors
 from rag.prompt import Message, Prompt
 
@@ -125,6 +128,58 @@ class FakeGenerator:
         words = self.generate([prompt])[0].text.split(" ")
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word
+
+
+class FakeEngineGenerator(FakeGenerator):
+    """A fake of in-process vLLM (``rag.generator.VllmGenerator``): canned answers, and it
+    remembers the model folder it was given and being loaded and closed."""
+
+    def __init__(self, answers: Mapping[str, str] | None = None, location: str = "/models/fake") -> None:
+        super().__init__(answers)
+        self.location, self.loaded, self.closed = location, False, False
+
+    def load(self) -> None:
+        self.loaded = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeComponents(Components):
+    """A fake of ``rag.components.Components``: fakes in place of the models, no model loaded.
+
+    The embedder is a ``FakeEmbedder`` with the configured model's id (so it opens knowledge
+    bases built with ``embedding.model = "fake/hashing-64"``), the chat tokenizer a
+    ``FakeChatTokenizer``, each in-process generator a new ``FakeEngineGenerator`` with
+    ``answers`` (kept in ``engines``), and each server client what ``server_generator(config)``
+    gives (default: a ``FakeGenerator`` with ``answers``). Retrievers and citers are built as the
+    real factory builds them, over these fakes; a configured reranker or NLI model would load.
+    """
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        answers: Mapping[str, str] | None = None,
+        server_generator: Callable[[AppConfig], Generator] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._answers = dict(answers or {})
+        self._server_generator = server_generator or (lambda _config: FakeGenerator(self._answers))
+        self.engines: list[FakeEngineGenerator] = []
+
+    def embedder(self, embedding: EmbeddingConfig | None = None) -> FakeEmbedder:
+        return FakeEmbedder(model_id=(embedding or self.config.embedding).model)
+
+    def chat_tokenizer(self) -> FakeChatTokenizer:
+        return FakeChatTokenizer()
+
+    def vllm_generator(self) -> FakeEngineGenerator:
+        self.engines.append(FakeEngineGenerator(self._answers))
+        return self.engines[-1]
+
+    def server_generator(self, config: AppConfig | None = None) -> Generator:
+        return self._server_generator(config or self.config)
 
 
 class FakeIngestReporter:

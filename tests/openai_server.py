@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from rag.server import api_base_url
+
 
 class RecordingChatServer:
     """Answers every chat request with ``pieces`` and reports ``completion_tokens`` in its usage
@@ -33,7 +35,7 @@ class RecordingChatServer:
         self.bodies: list[dict[str, Any]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self.httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = api_base_url("127.0.0.1", self.port)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> RecordingChatServer:

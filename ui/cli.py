@@ -13,12 +13,13 @@ import json
 import logging
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from rag.components import Components
 from rag.config import AppConfig, load_config, parse_assignments
 from rag.errors import RagError
 from rag.records import AnswerRecord, HitRecord
@@ -137,7 +138,9 @@ def add_eval_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, components: Callable[[AppConfig], Components] | None = None) -> int:
+    """Run the ``rag`` command; the exit status. ``components`` builds the models and clients
+    from the configuration the command line gives (default :class:`Components`; tests pass a fake)."""
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -155,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serve": cmd_serve,
             "eval": cmd_eval,
         }[args.command]
-        return handler(args, config, err)
+        return handler(args, (components or Components)(config), err)
     except RagError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
         return EXIT_USAGE
@@ -186,15 +189,14 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(TypeAdapter(Any).dump_json(value, indent=2).decode("utf-8") + "\n")
 
 
-def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+def cmd_ingest(args: argparse.Namespace, components: Components, err: Console) -> int:
     from ingest.job import run_ingest
     from ingest.progress import IngestReporter, LineReporter, RichReporter, shown_path, textless_note
-    from rag.embedder import SentenceTransformerEmbedder
 
     if not args.paths and not args.reindex:
         raise UsageError("rag ingest needs a PATH (a file or folder), or --reindex to re-index what is stored")
-    embedder = SentenceTransformerEmbedder(config.embedding)
-    embedder.load()
+    config = components.config
+    embedder = components.embedder()
     reporter: IngestReporter = RichReporter(err) if err.is_terminal else LineReporter(sys.stderr)
     summary = run_ingest(args.paths, config, embedder, reporter, prune=args.prune, reindex=args.reindex)
     if args.json:
@@ -223,12 +225,12 @@ def cmd_ingest(args: argparse.Namespace, config: AppConfig, err: Console) -> int
     return EXIT_PARTIAL if summary.failed else EXIT_OK
 
 
-def cmd_check(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+def cmd_check(args: argparse.Namespace, components: Components, err: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from rag.check import check_knowledge_base, repair_knowledge_base
-    from rag.embedder import SentenceTransformerEmbedder
 
+    config = components.config
     if not args.repair:
         report = check_knowledge_base(config.kb_dir, config)
     else:
@@ -238,7 +240,7 @@ def cmd_check(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
             report = repair_knowledge_base(
                 config.kb_dir,
                 config,
-                lambda built: SentenceTransformerEmbedder(built.embedding),
+                lambda built: components.embedder(built.embedding),  # the knowledge base's own model
                 lambda done, total: bar.update(task, completed=done, total=total),
             )
     if args.json:
@@ -260,10 +262,11 @@ def cmd_check(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     return EXIT_OK if report.whole else EXIT_PARTIAL
 
 
-def cmd_info(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> int:
     from rag.manifest import indexing_settings
     from rag.store import KnowledgeBase
 
+    config = components.config
     with KnowledgeBase.open(config.kb_dir) as kb:
         stats = kb.stats()
         indexing = indexing_settings(kb.manifest)
@@ -317,15 +320,12 @@ def _where(file: str, page: int | None) -> str:
     return file + (f", page {page}" if page is not None else "")
 
 
-def cmd_search(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
-    from rag.embedder import SentenceTransformerEmbedder
-    from rag.retriever import build_retriever
+def cmd_search(args: argparse.Namespace, components: Components, err: Console) -> int:
     from rag.store import KnowledgeBase
 
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
-        hits = build_retriever(config, kb, embedder).retrieve(args.query, args.k)
+    config = components.config
+    with KnowledgeBase.open(config.kb_dir, config) as kb:  # first: a missing one fails before a model loads
+        hits = components.retriever(kb, components.embedder()).retrieve(args.query, args.k)
     rows = [HitRecord.of(hit) for hit in hits]
     if args.json:
         _print_json(rows)
@@ -375,18 +375,16 @@ def _read_questions(path: Path) -> list[str]:
     return questions
 
 
-def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
-    from rag.generator import ServerGenerator, VllmGenerator
-    from rag.models import resolve_generator_location
+def cmd_ask(args: argparse.Namespace, components: Components, err: Console) -> int:
     from rag.pipeline import AnswerDelta, build_pipeline
-    from rag.server import ModelServer
 
     if (args.question is None) == (args.batch is None):
         raise UsageError("give either a QUESTION or --batch FILE")
+    config = components.config
     if args.batch is not None:
         questions = _read_questions(args.batch)
-        local = VllmGenerator(config, resolve_generator_location(config))
-        pipeline = build_pipeline(config, local)
+        local = components.vllm_generator()
+        pipeline = build_pipeline(config, local, components=components)
         err.print(f"starting vLLM in-process for {len(questions)} questions…")
         local.load()
         try:
@@ -404,9 +402,8 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
 
     # Build the pipeline first: a missing knowledge base or an unloadable model fails here, in
     # seconds, before a server start that takes a minute.
-    server = ModelServer(config)
-    generator = ServerGenerator(config, f"http://{config.generator.host}:{config.generator.port}/v1")
-    pipeline = build_pipeline(config, generator)
+    server = components.model_server()
+    pipeline = build_pipeline(config, components.server_generator(), components=components)
     if not server.status().healthy:
         err.print("starting the model server (about a minute on a CPU; `rag model stop` stops it)…")
         server.start(wait=True)
@@ -430,13 +427,12 @@ def cmd_ask(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     return EXIT_OK
 
 
-def cmd_model(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+def cmd_model(args: argparse.Namespace, components: Components, err: Console) -> int:
     from rag.models import provision_default_generator
-    from rag.server import ModelServer
 
-    server = ModelServer(config)
+    server = components.model_server()
     if args.action == "provision":
-        print(f"default generator ready at {provision_default_generator(config)}")
+        print(f"default generator ready at {provision_default_generator(components.config)}")
     elif args.action == "start":
         err.print("starting the model server…")
         print(server.start(wait=True, port=args.port).describe())
@@ -449,19 +445,21 @@ def cmd_model(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     return EXIT_OK
 
 
-def cmd_serve(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+def cmd_serve(args: argparse.Namespace, components: Components, err: Console) -> int:
     from ui.serve import serve
 
+    config = components.config
     # The page reads the same configuration: pass on what this command line said.
     app_arguments = ["--kb", str(config.kb_dir.absolute())]
     if args.config is not None:
         app_arguments += ["--config", str(args.config.absolute())]
     for setting in args.settings:
         app_arguments += ["--set", setting]
-    return serve(config, args.host or config.ui.host, args.port or config.ui.port, app_arguments, err)
+    host, port = args.host or config.ui.host, args.port or config.ui.port
+    return serve(config, components.model_server(), host, port, app_arguments, err)
 
 
-def cmd_eval(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
+def cmd_eval(args: argparse.Namespace, components: Components, err: Console) -> int:
     targets = list(args.targets)
     if targets[0] == "compare" and len(targets) == 3:
         return _eval_compare(args, Path(targets[1]), Path(targets[2]), err)
@@ -478,10 +476,8 @@ def cmd_eval(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     from eval.progress import EvalReporter, LineEvalReporter, RichEvalReporter
     from eval.runner import default_run_dir, run_eval
     from ingest.progress import IngestReporter, LineReporter, RichReporter
-    from rag.embedder import SentenceTransformerEmbedder
-    from rag.generator import VllmGenerator
-    from rag.models import resolve_generator_location
 
+    config = components.config
     dataset_format = "jsonl" if args.format == "own" else args.format
     dataset = load_dataset(Path(targets[0]), dataset_format, args.docs)
     out = args.out or default_run_dir(config, dataset)
@@ -494,16 +490,16 @@ def cmd_eval(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
     embedder = None
     kb_dir = args.kb
     if not args.closed_book:
-        embedder = SentenceTransformerEmbedder(config.embedding)
-        embedder.load()
+        embedder = components.embedder()
         # Build a benchmark's knowledge base before vLLM starts: an idle CPU engine spins its
         # threads and would slow the embedding down.
         ingest_reporter: IngestReporter = RichReporter(err) if err.is_terminal else LineReporter(sys.stderr)
         kb_dir = prepare_kb(dataset, config, embedder, kb_dir, ingest_reporter=ingest_reporter, reporter=reporter)
     judge = build_judge(config.eval) if not (args.retrieval_only or args.closed_book) else None
-    generator = None
+    generator, tokenizer = None, None
     if not args.retrieval_only:
-        generator = VllmGenerator(config, resolve_generator_location(config))
+        tokenizer = components.chat_tokenizer()
+        generator = components.vllm_generator()
         err.print("starting vLLM in-process…")
         generator.load()
     try:
@@ -518,6 +514,7 @@ def cmd_eval(args: argparse.Namespace, config: AppConfig, err: Console) -> int:
             closed_book=args.closed_book,
             limit=args.limit,
             judge=judge,
+            tokenizer=tokenizer,
             reporter=reporter,
         )
     finally:

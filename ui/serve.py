@@ -31,17 +31,18 @@ def streamlit_command(config: AppConfig, host: str, port: int, app_arguments: Se
     ]  # fmt: skip
 
 
-def serve(config: AppConfig, host: str, port: int, app_arguments: Sequence[str], err: Console) -> int:
-    """Start (or reuse) the model server and wait until it is healthy, then run the page until
-    it exits or Ctrl-C. A model server started here is stopped on the way out; one that was
-    already running is left running for whoever started it."""
+def serve(
+    config: AppConfig, server: ModelServer, host: str, port: int, app_arguments: Sequence[str], err: Console
+) -> int:
+    """Start (or reuse) ``server``, the configured model server, and wait until it is healthy,
+    then run the page until it exits or Ctrl-C. A model server started here is stopped on the
+    way out; one that was already running is left running for whoever started it."""
     if not is_loopback(host) and config.ui.password is None:
         err.print(
             f"[yellow]warning:[/yellow] the page will be reachable from other machines at {host}:{port} "
             "without a password; set ui.password (RAG_UI_PASSWORD) to require one",
             markup=True,
         )
-    server = ModelServer(config)
     before = server.status()
     started_here = not before.running
     if not before.healthy:

@@ -22,18 +22,18 @@ from ingest.job import IngestSummary, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS
 from ingest.progress import IngestReporter
 from rag.citations import Citer
+from rag.components import Components
 from rag.config import AppConfig
-from rag.embedder import Embedder, SentenceTransformerEmbedder
+from rag.embedder import Embedder
 from rag.errors import KnowledgeBaseNotFoundError
 from rag.files import write_bytes_atomic
-from rag.generator import Generator, ServerGenerator
+from rag.generator import Generator
 from rag.index import FaissIndex
 from rag.keyword import Bm25Index
-from rag.models import resolve_generator_location
-from rag.pipeline import AnswerDelta, Pipeline, build_citer, prompt_builder
-from rag.prompt import ChatTokenizer, HuggingFaceChatTokenizer
+from rag.pipeline import AnswerDelta, Pipeline, prompt_builder
+from rag.prompt import ChatTokenizer
 from rag.retriever import CrossEncoderReranker, CrossEncoderScorer, Retriever, assemble_retriever
-from rag.server import ModelServer, api_key, is_healthy
+from rag.server import api_key, is_healthy
 from rag.store import KnowledgeBase, RunInfo
 from rag.types import Answer, Chunk, Document, Page
 from ui.render import sanitize_filename
@@ -108,12 +108,13 @@ class UploadResult:
     summary: IngestSummary | None
 
 
-def server_readiness(config: AppConfig) -> str | None:
+def server_readiness(components: Components) -> str | None:
     """None when the configured model server answers; else what to tell the user."""
+    config = components.config
     host, port = config.generator.host, config.generator.port
     if is_healthy(host, port, key=api_key(config)):
         return None
-    status = ModelServer(config).status()
+    status = components.model_server().status()
     if status.running:
         return "The model server is still starting (about a minute on a CPU). Ask again in a moment."
     return (
@@ -125,23 +126,24 @@ def server_readiness(config: AppConfig) -> str | None:
 class ChatService:
     """The page's work for every session of one process. Call :meth:`load` once, first.
 
-    The fakes in the tests pass ``embedder``, ``chat_tokenizer``, ``generator_factory`` and
-    ``readiness``; by default they are the configured models and the vLLM server client.
+    ``components`` builds the models and the model server's clients (default:
+    ``Components(config)``; the tests pass a fake). ``embedder``, loaded, is shared instead of
+    loading another (the benchmarks ingest with it first). ``readiness`` says whether questions
+    can be answered (default :func:`server_readiness`).
     """
 
     def __init__(
         self,
         config: AppConfig,
         *,
+        components: Components | None = None,
         embedder: Embedder | None = None,
-        chat_tokenizer: ChatTokenizer | None = None,
-        generator_factory: Callable[[AppConfig], Generator] | None = None,
-        readiness: Callable[[AppConfig], str | None] = server_readiness,
+        readiness: Callable[[Components], str | None] = server_readiness,
     ) -> None:
         self.config = config
+        self._components = components or Components(config)
         self._embedder = embedder
-        self._chat_tokenizer = chat_tokenizer
-        self._generator_factory = generator_factory or _server_generator
+        self._chat_tokenizer: ChatTokenizer | None = None
         self._readiness = readiness
         self._rerank_scorer: CrossEncoderScorer | None = None
         self._citer: Citer | None = None
@@ -157,17 +159,13 @@ class ChatService:
         knowledge base is not an error here: the page offers to add documents.
         """
         if self._embedder is None:
-            embedder = SentenceTransformerEmbedder(self.config.embedding)
-            embedder.load()
-            self._embedder = embedder
+            self._embedder = self._components.embedder()
         if self._chat_tokenizer is None:
-            self._chat_tokenizer = HuggingFaceChatTokenizer(resolve_generator_location(self.config))
+            self._chat_tokenizer = self._components.chat_tokenizer()
         if self._citer is None:
-            self._citer = build_citer(self.config, self._embedder)
-        if self.config.retrieval.reranker_model and self._rerank_scorer is None:
-            scorer = CrossEncoderScorer(self.config.retrieval.reranker_model)
-            scorer.load()
-            self._rerank_scorer = scorer
+            self._citer = self._components.citer(self._embedder)
+        if self._rerank_scorer is None:
+            self._rerank_scorer = self._components.reranker()
 
     @property
     def reranker_available(self) -> bool:
@@ -205,7 +203,7 @@ class ChatService:
                 f"The knowledge base at {self.config.kb_dir} is empty. Add documents from the sidebar, "
                 f"or run `rag ingest PATH --kb {self.config.kb_dir}`."
             )
-        return self._readiness(self.config)
+        return self._readiness(self._components)
 
     def pipeline(self, settings: ChatSettings) -> Pipeline:
         """A pipeline with this session's settings over the shared models and indexes (cheap)."""
@@ -242,7 +240,7 @@ class ChatService:
         key = (config.generator.temperature, config.generator.max_answer_tokens)
         with self._lock:
             if key not in self._generators:
-                self._generators[key] = self._generator_factory(config)
+                self._generators[key] = self._components.server_generator(config)
             return self._generators[key]
 
     def source(self, chunk: Chunk, start: int | None = None, end: int | None = None) -> SourceView | None:
@@ -312,7 +310,3 @@ def _store_upload(directory: Path, name: str, data: bytes) -> Path:
         write_bytes_atomic(target, data)
         return target
     raise OSError(f"{directory}: no free name for {name}")
-
-
-def _server_generator(config: AppConfig) -> Generator:
-    return ServerGenerator(config, f"http://{config.generator.host}:{config.generator.port}/v1")

@@ -14,8 +14,9 @@ import pytest
 
 from ingest.job import run_ingest
 from rag.citations import _ABSTAIN, split_sentences
+from rag.components import Components
 from rag.config import AppConfig
-from rag.generator import ServerGenerator, VllmGenerator
+from rag.generator import VllmGenerator
 from rag.grammar import parse_markers
 from rag.models import resolve_generator_location
 from rag.pipeline import AnswerDelta, build_pipeline
@@ -156,7 +157,7 @@ def test_server_streams_and_cli_answers(served: AppConfig, real_embedder: Any) -
     status = rag("model", "status", *_cli_args(served))
     assert status.returncode == 0 and "healthy" in status.stdout
 
-    generator = ServerGenerator(served, f"http://127.0.0.1:{served.generator.port}/v1")
+    generator = Components(served).server_generator()
     pipeline = build_pipeline(served, generator, embedder=real_embedder)
     events = list(pipeline.stream(CITED[1]))
     deltas = [e for e in events if isinstance(e, AnswerDelta)]

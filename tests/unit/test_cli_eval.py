@@ -5,54 +5,42 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from rag.config import AppConfig, EmbeddingConfig
+from rag.config import AppConfig
 from tests.evalkit import GOOD_ANSWERS, VACATION, build_kb, eval_config, write_questions
-from tests.fakes import FakeChatTokenizer, FakeEmbedder, FakeGenerator
-from ui.cli import build_parser, main
+from tests.fakes import FakeComponents, FakeEmbedder, FakeEngineGenerator
+from ui.cli import build_parser
+from ui.cli import main as cli_main
+
+# The fake factories of the command runs in this test, each holding the engines it built.
+built: list[FakeComponents] = []
 
 
-class FakeSentenceTransformerEmbedder(FakeEmbedder):
-    def __init__(self, config: EmbeddingConfig) -> None:
-        super().__init__(model_id=config.model)
+def fake_components(config: AppConfig) -> FakeComponents:
+    built.append(FakeComponents(config, answers=GOOD_ANSWERS))
+    return built[-1]
 
 
-class FakeVllmGenerator(FakeGenerator):
-    """Stands in for the in-process vLLM engine; remembers being loaded and closed."""
-
-    instances: ClassVar[list[FakeVllmGenerator]] = []
-
-    def __init__(self, config: AppConfig, location: str) -> None:
-        super().__init__(GOOD_ANSWERS)
-        self.location, self.loaded, self.closed = location, False, False
-        FakeVllmGenerator.instances.append(self)
-
-    def load(self) -> None:
-        self.loaded = True
-
-    def close(self) -> None:
-        self.closed = True
+def main(argv: list[str]) -> int:
+    """``rag ARGV...`` with fakes in place of the real models."""
+    return cli_main(argv, components=fake_components)
 
 
-class FakeHuggingFaceChatTokenizer(FakeChatTokenizer):
-    def __init__(self, location: str) -> None:
-        pass
+def engines() -> list[FakeEngineGenerator]:
+    """The in-process generators the commands built."""
+    return [engine for components in built for engine in components.engines]
 
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Fakes in place of the real models, a knowledge base in tmp_path/kb, and the flags that go with it."""
+    """A knowledge base in tmp_path/kb built with the fake embedder, and the flags that go with it."""
     monkeypatch.chdir(tmp_path)
     for name in [name for name in os.environ if name.startswith("RAG_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setattr("rag.embedder.SentenceTransformerEmbedder", FakeSentenceTransformerEmbedder)
-    monkeypatch.setattr("rag.generator.VllmGenerator", FakeVllmGenerator)
-    monkeypatch.setattr("rag.models.resolve_generator_location", lambda config: "/models/fake")
-    monkeypatch.setattr("rag.prompt.HuggingFaceChatTokenizer", FakeHuggingFaceChatTokenizer)
-    FakeVllmGenerator.instances = []
+    built.clear()
     build_kb(tmp_path, eval_config(tmp_path), FakeEmbedder())
     return [
         "--kb", str(tmp_path / "kb"), "--set", "embedding.model=fake/hashing-64", "--set", "ingest.workers=0",
@@ -68,7 +56,7 @@ def test_rag_eval_runs_and_prints_json(tmp_path: Path, cli: list[str], capsys: p
     assert result["mode"] == "full" and result["questions"] == 4 and result["failed"] == []
     assert result["headline"]["contains"] == 1.0 and "ndcg@10" in result["headline"]
     assert set(result["files"]) == {"samples", "metrics", "report", "trec", "qrels"}
-    (generator,) = FakeVllmGenerator.instances
+    (generator,) = engines()
     assert generator.loaded and generator.closed and generator.location == "/models/fake"
     assert len(generator.calls) == 1
 
@@ -95,7 +83,7 @@ def test_retrieval_only_loads_no_generator_and_default_out_is_under_runs_dir(
     questions = write_questions(tmp_path / "handbook.jsonl")
     assert main(["eval", str(questions), "--retrieval-only", "--limit", "2", "--format", "own", "--json", *cli]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert FakeVllmGenerator.instances == []
+    assert engines() == []
     assert Path(result["out_dir"]).parent == tmp_path / "runs" and result["out_dir"].startswith(
         str(tmp_path / "runs" / "handbook-")
     )

@@ -10,6 +10,7 @@ from pypdf import PdfWriter
 
 from ingest.chunking import chunk_pages
 from ingest.job import run_ingest
+from rag.components import Components
 from rag.config import ChunkingConfig
 from rag.context import (
     MAX_CONTEXT_CHARS,
@@ -22,7 +23,6 @@ from rag.context import (
 )
 from rag.errors import ManifestMismatchError
 from rag.manifest import Manifest
-from rag.retriever import build_retriever
 from rag.store import KnowledgeBase
 from rag.types import Page
 from tests.fakes import FakeEmbedder, FakeTokenizer
@@ -208,6 +208,6 @@ def test_the_statement_page_of_the_year_asked_comes_first(tmp_path: Path, make_c
         for text in embedder.embedded_documents
     )
     with KnowledgeBase.open(config.kb_dir, config) as kb:
-        retriever = build_retriever(config, kb, embedder)
+        retriever = Components(config).retriever(kb, embedder)
         hits = retriever.retrieve("Using the cash flow statement, what were ACME's FY2023 capital expenditures?", 3)
     assert (hits[0].source, hits[0].chunk.page) == (str(paths["2023"]), 2)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from rag.components import Components
 from rag.errors import GeneratorUnavailableError, ModelLoadError, first_line
 from rag.files import write_text_atomic
-from rag.generator import ServerGenerator
 from rag.models import resolve_generator_location
 from rag.prompt import HuggingFaceChatTokenizer, Prompt
 from ui.cli import main
@@ -23,8 +23,7 @@ def _closed_port() -> int:
 
 
 def test_server_down_is_reported_with_what_to_check(make_config: Any) -> None:
-    config = make_config()
-    generator = ServerGenerator(config, f"http://127.0.0.1:{_closed_port()}/v1")
+    generator = Components(make_config(generator__port=_closed_port())).server_generator()
     prompt = Prompt("q", ({"role": "user", "content": "q"},), "q", 1, (), 0)
     with pytest.raises(GeneratorUnavailableError, match="rag model status"):
         list(generator.stream(prompt))

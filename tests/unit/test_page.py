@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ingest.job import run_ingest
 from rag.config import AppConfig
 from rag.prompt import Prompt
-from tests.fakes import FakeChatTokenizer, FakeEmbedder, FakeGenerator
+from tests.fakes import FakeComponents, FakeEmbedder, FakeGenerator
 from tests.filefactory import make_pdf
 from ui.service import UPLOAD_DIR_NAME, ChatService, ChatSettings
 
@@ -50,10 +50,8 @@ def _service(config: AppConfig, reply: str, readiness: str | None = None) -> tup
     generator = RecordingFakeGenerator(reply)
     service = ChatService(
         config,
-        embedder=FakeEmbedder(),
-        chat_tokenizer=FakeChatTokenizer(),
-        generator_factory=generator.built_with,
-        readiness=lambda _config: readiness,
+        components=FakeComponents(config, server_generator=generator.built_with),
+        readiness=lambda _components: readiness,
     )
     service.load()
     return service, generator
@@ -164,10 +162,8 @@ def test_a_generator_failure_mid_answer_is_shown(config: AppConfig) -> None:
 
     service = ChatService(
         config,
-        embedder=FakeEmbedder(),
-        chat_tokenizer=FakeChatTokenizer(),
-        generator_factory=lambda _config: FailingGenerator(),
-        readiness=lambda _config: None,
+        components=FakeComponents(config, server_generator=lambda _config: FailingGenerator()),
+        readiness=lambda _components: None,
     )
     service.load()
     app = _ask(_app(service), "How many vacation days?")

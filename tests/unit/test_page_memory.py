@@ -25,7 +25,7 @@ from rag.config import AppConfig, EmbeddingConfig
 from rag.embedder import SentenceTransformerEmbedder
 from rag.generator import Generation
 from rag.prompt import Prompt
-from tests.fakes import FakeChatTokenizer, FakeEmbedder
+from tests.fakes import FakeComponents, FakeEmbedder
 from ui.service import ChatService, ChatSettings
 
 SESSIONS = 8
@@ -134,10 +134,8 @@ def service(make_config: Any, tmp_path: Path) -> ChatService:
     generator = CitingGenerator()
     service = ChatService(
         config,
-        embedder=FakeEmbedder(),
-        chat_tokenizer=FakeChatTokenizer(),
-        generator_factory=lambda _config: generator,
-        readiness=lambda _config: None,
+        components=FakeComponents(config, server_generator=lambda _config: generator),
+        readiness=lambda _components: None,
     )
     service.load()
     return service

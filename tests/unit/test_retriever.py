@@ -6,6 +6,7 @@ from typing import Any
 from langchain_core.documents import Document as LcDocument
 
 from ingest.job import run_ingest
+from rag.components import Components
 from rag.config import RetrievalConfig
 from rag.langchain import KnowledgeBaseRetriever
 from rag.records import HitRecord
@@ -15,7 +16,6 @@ from rag.retriever import (
     HybridRetriever,
     PageRanker,
     assemble_retriever,
-    build_retriever,
     page_scores,
     rank_by_page,
     reciprocal_rank_fusion,
@@ -78,12 +78,12 @@ def test_modes_and_langchain_adapter_over_a_real_store(tmp_path: Path, make_conf
     with KnowledgeBase.open(config.kb_dir, config) as kb:
         for mode in ("dense", "keyword", "hybrid"):
             mode_config = config.model_copy(update={"retrieval": RetrievalConfig(mode=mode)})
-            hits = build_retriever(mode_config, kb, embedder).retrieve("zyxwv brakes", 2)
+            hits = Components(mode_config).retriever(kb, embedder).retrieve("zyxwv brakes", 2)
             assert Path(hits[0].source).name == "cars.txt", mode
-        hybrid = build_retriever(config, kb, embedder).retrieve("zyxwv brakes", 2)
+        hybrid = Components(config).retriever(kb, embedder).retrieve("zyxwv brakes", 2)
         assert hybrid[0].retrievers == ("dense", "bm25")
 
-        adapter = KnowledgeBaseRetriever(retriever=build_retriever(config, kb, embedder), k=1)
+        adapter = KnowledgeBaseRetriever(retriever=Components(config).retriever(kb, embedder), k=1)
         documents = adapter.invoke("apples in the orchard")
     assert len(documents) == 1 and isinstance(documents[0], LcDocument)
     assert documents[0].page_content == "Apples and pears grow in the orchard."
@@ -127,7 +127,7 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
     with KnowledgeBase.open(config.kb_dir, config) as kb:
         for mode in ("dense", "keyword", "hybrid"):
             mode_config = config.model_copy(update={"retrieval": RetrievalConfig(mode=mode)})
-            retriever = build_retriever(mode_config, kb, embedder)
+            retriever = Components(mode_config).retriever(kb, embedder)
             embedder.query_batches.clear()
             batched = retrieve_many(retriever, queries, 2)
             assert embedder.query_batches == ([] if mode == "keyword" else [3]), mode
@@ -136,7 +136,7 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
         model = FakeCrossEncoderModel()
         scorer = CrossEncoderScorer("fake")
         scorer._model = model  # a fake in place of load()
-        reranker = CrossEncoderReranker(build_retriever(config, kb, embedder), scorer, candidates=3)
+        reranker = CrossEncoderReranker(Components(config).retriever(kb, embedder), scorer, candidates=3)
         batched = reranker.retrieve_many(queries, 2)
         assert model.calls == [9], "one predict call for every query's candidates"
         assert batched == [reranker.retrieve(query, 2) for query in queries]

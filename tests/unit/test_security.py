@@ -17,10 +17,10 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from rag import server as server_module
+from rag.components import Components
 from rag.config import AppConfig, load_config
 from rag.errors import ConfigError
 from rag.files import write_bytes_atomic
-from rag.generator import ServerGenerator
 from rag.prompt import Prompt
 from rag.server import ModelServer, is_healthy, server_command, server_environment
 from rag.types import Citation
@@ -339,9 +339,9 @@ def test_the_clients_send_the_key(make_config: Any, recording_server: RecordingC
     port = recording_server.port
     config: AppConfig = make_config(generator__port=port, generator__api_key=KEY)
     prompt = Prompt("q", ({"role": "user", "content": "q"},), "q", 1, (), 0)
-    assert list(ServerGenerator(config, f"http://127.0.0.1:{port}/v1").stream(prompt)) == ["Hi"]
+    assert list(Components(config).server_generator().stream(prompt)) == ["Hi"]
     assert is_healthy("127.0.0.1", port, key=KEY)
-    assert server_readiness(config) is None
+    assert server_readiness(Components(config)) is None
     assert recording_server.seen == [
         ("/v1/chat/completions", f"Bearer {KEY}"),
         ("/health", f"Bearer {KEY}"),

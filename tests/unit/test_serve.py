@@ -1,5 +1,5 @@
-"""`rag serve`'s lifecycle with a stand-in model server (a fake) and a real child process in
-place of Streamlit: Ctrl-C stops the page, and the model server only if serve started it."""
+"""`rag serve`'s lifecycle with a stand-in model server (a fake, passed in) and a real child
+process in place of Streamlit: Ctrl-C stops the page, and the model server only if serve started it."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from ui.serve import is_loopback, serve, streamlit_command
 class FakeModelServer:
     """A fake of rag.server.ModelServer that records what serve asked of it."""
 
-    running_before = False
-
-    def __init__(self, config: Any) -> None:
+    def __init__(self, running_before: bool) -> None:
+        self.running_before = running_before
         self.calls: list[str] = []
-        FakeModelServer.last = self
 
     def status(self) -> ServerStatus:
         state = ServerState(1, "127.0.0.1", 8000, "m")
@@ -45,14 +43,13 @@ CTRL_C = [sys.executable, "-c", "import os, signal, time; os.kill(os.getppid(), 
 def test_ctrl_c_stops_the_page_and_the_server_it_started(
     monkeypatch: pytest.MonkeyPatch, make_config: Any, running_before: bool
 ) -> None:
-    monkeypatch.setattr(serve_module, "ModelServer", FakeModelServer)
     monkeypatch.setattr(serve_module, "streamlit_command", lambda *args: CTRL_C)
-    FakeModelServer.running_before = running_before
+    server = FakeModelServer(running_before)
     console = Console(file=io.StringIO())
-    code = serve(make_config(), "127.0.0.1", 8599, [], console)
+    code = serve(make_config(), server, "127.0.0.1", 8599, [], console)  # type: ignore[arg-type]
     assert code == 130
     expected = ["start"] if running_before else ["start", "stop"]
-    assert FakeModelServer.last.calls == expected
+    assert server.calls == expected
 
 
 def test_the_streamlit_command_binds_as_asked_and_passes_the_configuration(make_config: Any) -> None:
