@@ -19,8 +19,8 @@ from rag.generator import ServerGenerator, VllmGenerator
 from rag.grammar import parse_markers
 from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
-from rag.support import content_words
 from rag.types import Answer
+from rag.words import content_words
 from tests.integration.cli import REPO, rag
 from tests.integration.conftest import cli_settings, config_for
 
