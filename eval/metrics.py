@@ -27,8 +27,9 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.citations import best_support, content_words, split_sentences
+from rag.citations import best_support, split_sentences
 from rag.grammar import parse_markers, strip_markers
+from rag.words import content_words
 
 # ---------------------------------------------------------------------------------------------
 # Retrieval

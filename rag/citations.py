@@ -38,8 +38,9 @@ from pathlib import Path
 
 from rag.config import AnswerConfig, CitationsConfig
 from rag.grammar import MARKER, keep_markers, parse_markers, strip_markers
-from rag.support import LexicalSupport, SupportScorer, content_words, lexical_support
+from rag.support import LexicalSupport, SupportScorer, lexical_support
 from rag.types import Citation, CitationOrigin, ScoredChunk
+from rag.words import content_words
 
 # Markers are read with rag.grammar's one pattern (MARKER, parse_markers, strip_markers).
 _SENTENCE_END = re.compile(rf"(?<=[.!?])(?:\s*{MARKER.pattern})*(?=\s|$)|\n+")
@@ -51,8 +52,8 @@ _ABSTAIN = re.compile(
     r"passages? do(?:es)? not (?:say|mention|contain)|cannot be answered|no information)\b",
     re.IGNORECASE,
 )
-# Words that turn a restated question into a sentence without adding a claim.
-_FILLER = frozenset({"question", "answer", "passage", "document", "state", "say", "according"})
+# Words that turn a restated question into a sentence without adding a claim (as content words: stemmed).
+_FILLER = frozenset(content_words("question answer passage document state say according"))
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"[ \t]+(?=[.,;:!?]|$)", re.MULTILINE)
 

@@ -1,11 +1,13 @@
 """Keyword search (BM25, by bm25s) over the chunks of a knowledge base, keyed by chunk id.
 
 Text is lower-cased, split into words, stripped of English stop words and stemmed (Snowball,
-via PyStemmer), the usual BM25 set-up of the BEIR baselines. A word of letters and digits also
-counts as its parts ("FY2023" is "fy2023", "fy" and "2023"), so a question about "FY2023" finds
-the filing and the statement column that say "2023", and "2023Q2" still matches itself. bm25s builds a sparse index that
-is not updated in place; the store rebuilds it from the chunk table when a run ends (see
-``rag/store.py``), which costs little beside embedding the same chunks.
+via PyStemmer), the usual BM25 set-up of the BEIR baselines; the stop words and the stemmer are
+those of :mod:`rag.words`, which the citation support score counts words with too. A word of
+letters and digits also counts as its parts ("FY2023" is "fy2023", "fy" and "2023"), so a
+question about "FY2023" finds the filing and the statement column that say "2023", and "2023Q2"
+still matches itself. bm25s builds a sparse index that is not updated in place; the store
+rebuilds it from the chunk table when a run ends (see ``rag/store.py``), which costs little
+beside embedding the same chunks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import Stemmer
+
+from rag.words import STEMMER, STOPWORDS, stem
 
 Ids = npt.NDArray[np.int64]
 _IDS_FILE = "chunk_ids.npy"
@@ -54,11 +57,11 @@ def split_mixed_words(text: str) -> str:
     return _MIXED.sub(lambda word: f"{word[0]} {_LETTERS_DIGITS.sub(' ', word[0])}", text)
 
 
-def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
+def _tokenize(texts: Sequence[str]) -> list[list[str]]:
     tokens = _bm25s().tokenize(
         [split_mixed_words(text) for text in texts],
-        stopwords="en",
-        stemmer=stemmer,
+        stopwords=sorted(STOPWORDS),
+        stemmer=stem,
         return_ids=False,
         show_progress=False,
     )
@@ -71,16 +74,17 @@ class Bm25Index:
     def __init__(self, bm25: Any, chunk_ids: Ids) -> None:
         self._bm25 = bm25
         self._ids = chunk_ids
-        self._stemmer = Stemmer.Stemmer("english")
-        # The web page's sessions search one index from several threads; the stemmer keeps
-        # state between calls, so searches take turns (each takes a few milliseconds).
+        # The web page's sessions search one index from several threads. With numba installed,
+        # bm25s retrieves with a parallel numba kernel, and numba's fallback threading layer
+        # (workqueue, where neither TBB nor OpenMP is present) takes no launches from several
+        # threads at once, so searches take turns (each takes a few milliseconds).
         self._lock = threading.Lock()
 
     @classmethod
     def build(cls, chunk_ids: Sequence[int], texts: Sequence[str]) -> Bm25Index:
         bm25 = _bm25s().BM25()
         if texts:
-            bm25.index(_tokenize(texts, Stemmer.Stemmer("english")), show_progress=False)
+            bm25.index(_tokenize(texts), show_progress=False)
         return cls(bm25, np.asarray(chunk_ids, dtype=np.int64))
 
     @staticmethod
@@ -108,7 +112,7 @@ class Bm25Index:
         if len(self._ids):
             self._bm25.save(str(directory), show_progress=False)
         np.save(directory / _IDS_FILE, self._ids)
-        meta = {"chunks": len(self._ids), "stemmer": "english", "tokenization": TOKENIZATION}
+        meta = {"chunks": len(self._ids), "stemmer": STEMMER, "tokenization": TOKENIZATION}
         (directory / _META_FILE).write_text(json.dumps(meta))
 
     def __len__(self) -> int:
@@ -123,10 +127,10 @@ class Bm25Index:
         """Top ``k`` ``(chunk_id, score)`` pairs, best first; chunks sharing no term are left out."""
         if len(self._ids) == 0 or k <= 0:
             return []
+        tokens = _tokenize([query])
+        if not tokens[0]:
+            return []
         with self._lock:
-            tokens = _tokenize([query], self._stemmer)
-            if not tokens[0]:
-                return []
             documents, scores = self._bm25.retrieve(tokens, k=min(k, len(self._ids)), show_progress=False, n_threads=0)
         return [
             (int(self._ids[position]), float(score))

@@ -3,8 +3,9 @@
 One Protocol, three scorers, chosen from ``citations`` by
 :meth:`rag.components.Components.support_scorer`:
 
-- :class:`LexicalSupport`: the share of the claim's content words found in the span. Needs no
-  model; checks words, not meaning (a swapped number with the same words passes).
+- :class:`LexicalSupport`: the share of the claim's content words (:func:`rag.words.content_words`:
+  keyword search's stop words and stemmer) found in the span. Needs no model; checks words, not
+  meaning (a swapped number with the same words passes).
 - :class:`EmbeddingSupport` (the default when an embedder is loaded, which every pipeline has):
   the mean of the lexical share and the cosine similarity of claim and span under the
   embedding model that already serves retrieval. The cosine catches paraphrases the word
@@ -33,105 +34,7 @@ import numpy as np
 
 from rag.embedder import Embedder
 from rag.errors import ModelLoadError, first_line
-
-_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "for",
-        "by",
-        "with",
-        "from",
-        "and",
-        "or",
-        "but",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "as",
-        "which",
-        "who",
-        "whom",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "not",
-        "no",
-        "can",
-        "could",
-        "will",
-        "would",
-        "should",
-        "may",
-        "might",
-        "must",
-        "i",
-        "you",
-        "he",
-        "she",
-        "we",
-        "they",
-        "them",
-        "their",
-        "our",
-        "your",
-        "his",
-        "her",
-        "there",
-        "here",
-        "than",
-        "then",
-        "so",
-        "such",
-        "also",
-        "into",
-        "about",
-        "over",
-        "under",
-        "per",
-        "each",
-        "any",
-        "all",
-    ]
-)
-
-
-def content_words(text: str) -> list[str]:
-    """Lower-cased words and numbers, stop words removed, light plural folding."""
-    words = []
-    for word in _WORD.findall(text.lower()):
-        if word in _STOPWORDS:
-            continue
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        words.append(word)
-    return words
-
+from rag.words import content_words
 
 # A number not glued to a word before it ("R2" and "Q4" are names, not numbers).
 _NUMBER = re.compile(r"(?<![A-Za-z\d.,])\d+(?:[.,]\d+)*")

@@ -21,8 +21,8 @@ from rag.grammar import parse_markers
 from rag.models import resolve_generator_location
 from rag.pipeline import AnswerDelta, build_pipeline
 from rag.prompt import HuggingFaceChatTokenizer
-from rag.support import content_words
 from rag.types import Answer
+from rag.words import content_words
 from tests.integration.cli import REPO, rag
 from tests.integration.conftest import cli_settings, config_for
 

@@ -21,7 +21,7 @@ import pytest
 from ingest.job import run_ingest
 from rag.config import AppConfig
 from rag.server import ModelServer
-from rag.support import content_words
+from rag.words import content_words
 from tests.integration.cli import REPO, clean_environment
 from tests.integration.conftest import cli_settings, config_for, free_port
 

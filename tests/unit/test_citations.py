@@ -180,6 +180,9 @@ def test_a_question_or_the_question_restated_is_no_claim() -> None:
     assert answer.text == "The R2 robot carries up to 150 kg. [2]"
     restated = _citer().cite("The question is what payload the R2 robot can carry. [2]", PASSAGES, question)
     assert restated.abstained and restated.text == ""
+    # The filler words are matched stemmed, as the sentence's own words are ("passages", "according").
+    filler = _citer().cite("According to the passages, what payload can the R2 robot carry. [2]", PASSAGES, question)
+    assert filler.abstained and filler.text == ""
 
 
 def test_a_number_the_passage_does_not_hold_is_not_supported() -> None:
