@@ -97,20 +97,8 @@ class CitationRecord(Record):
 
     @classmethod
     def of(cls, citation: Citation) -> CitationRecord:
-        return cls(
-            n=citation.n,
-            file=citation.file,
-            page=citation.page,
-            page_label=citation.page_label,
-            chunk_id=citation.chunk_id,
-            start=citation.start,
-            end=citation.end,
-            quote=citation.quote,
-            support=citation.support,
-            sentence=citation.sentence,
-            origin=citation.origin,
-            supported=citation.supported,
-        )
+        # Every field is an attribute of the same name on Citation.
+        return cls.model_validate(citation, from_attributes=True)
 
 
 class AnswerRecord(Record):
