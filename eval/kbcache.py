@@ -27,6 +27,7 @@ from eval.records import write_json
 from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.files import write_text_atomic
+from rag.manifest import embedding_settings
 
 if TYPE_CHECKING:
     from ingest.progress import IngestReporter
@@ -43,7 +44,7 @@ def corpus_cache_key(dataset: EvalDataset, config: AppConfig) -> str:
         "dataset": dataset.content_hash,
         "format": dataset.format,
         "layout": _CORPUS_LAYOUT,
-        "embedding_model": config.embedding.model,
+        **embedding_settings(config.embedding),
         "chunking": config.chunking.model_dump(mode="json"),
         "pdf_text": config.ingest.pdf_text,
         "index": config.index.model_dump(mode="json", include={"kind", "ivf_nlist", "hnsw_m"}),

@@ -64,6 +64,7 @@ from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.errors import QuestionTooLongError
 from rag.generator import Generation, Generator
+from rag.manifest import embedding_settings
 from rag.pipeline import Pipeline, prompt_builder
 from rag.prompt import ChatTokenizer, Prompt
 from rag.records import CitationRecord, rounded
@@ -215,7 +216,7 @@ def _settings(config: AppConfig, mode: Mode) -> dict[str, Any]:
     if mode != "closed-book":
         settings |= {
             "kb_dir": str(Path(config.kb_dir).resolve()),
-            "embedding_model": config.embedding.model,
+            **embedding_settings(config.embedding),
             "chunking": config.chunking.model_dump(mode="json"),
             "retrieval": config.retrieval.model_dump(mode="json"),
         }

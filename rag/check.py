@@ -40,7 +40,7 @@ from rag.embedder import Embedder
 from rag.errors import KnowledgeBaseDamagedError, KnowledgeBaseLockedError, KnowledgeBaseNotFoundError
 from rag.index import FaissIndex
 from rag.keyword import Bm25Index
-from rag.manifest import FORMAT_VERSION, Manifest
+from rag.manifest import FORMAT_VERSION, Manifest, vector_kind
 from rag.store import (
     DB_NAME,
     INDEX_GLOB,
@@ -175,7 +175,13 @@ def config_as_built(config: AppConfig, manifest: Manifest) -> AppConfig:
     and indexes as the knowledge base was built, whatever the configuration says now."""
     return config.model_copy(
         update={
-            "embedding": config.embedding.model_copy(update={"model": manifest.embedding_model}),
+            "embedding": config.embedding.model_copy(
+                update={
+                    "model": manifest.embedding_model,
+                    "backend": manifest.embedding_backend,
+                    "quantization": manifest.embedding_quantization,
+                }
+            ),
             "chunking": config.chunking.model_copy(
                 update={
                     "chunk_tokens": manifest.chunk_tokens,
@@ -283,13 +289,25 @@ def _inspect_rows(directory: Path, config: AppConfig, db: sqlite3.Connection, se
             f"{len(gone)} documents' files are no longer where they were ingested from ({shown}); their text stays "
             "searchable; `rag ingest PATH --prune` removes them",
         )
-    if manifest is not None and manifest.embedding_model != config.embedding.model:
+    if manifest is None:
+        return
+    built = vector_kind(manifest.embedding_backend, manifest.embedding_quantization)
+    wanted = vector_kind(config.embedding.backend, config.embedding.quantization)
+    if manifest.embedding_model != config.embedding.model:
         _add(
             seen,
             "note",
             "configuration",
             f"the knowledge base was built with {manifest.embedding_model}; the configuration names "
             f"{config.embedding.model} (a repair embeds with the knowledge base's own model)",
+        )
+    elif built != wanted:
+        _add(
+            seen,
+            "note",
+            "configuration",
+            f"the knowledge base holds {built} vectors; the configuration makes {wanted} vectors (a repair embeds "
+            "with the knowledge base's own backend and quantization)",
         )
 
 
@@ -402,6 +420,8 @@ def _rebuilt_manifest(directory: Path, seen: _Inspection, config: AppConfig) -> 
         base = Manifest(
             format_version=FORMAT_VERSION,
             embedding_model=config.embedding.model,
+            embedding_backend=config.embedding.backend,
+            embedding_quantization=config.embedding.quantization,
             dimension=0,
             chunk_tokens=config.chunking.chunk_tokens,
             overlap_tokens=config.chunking.overlap_tokens,

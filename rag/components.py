@@ -45,11 +45,13 @@ class Components:
         """The embedding model of ``embedding`` (default: the configuration's), loaded.
 
         ``rag check --repair`` passes the settings a knowledge base was built with, which may
-        differ from the configuration's. Raises :class:`rag.errors.ModelLoadError`.
+        differ from the configuration's. With ``embedding.backend`` onnx or openvino the model's
+        export is made into ``data_dir`` on first use (seconds for MiniLM) and reused after.
+        Raises :class:`rag.errors.ModelLoadError`.
         """
         from rag.embedder import SentenceTransformerEmbedder
 
-        embedder = SentenceTransformerEmbedder(embedding or self.config.embedding)
+        embedder = SentenceTransformerEmbedder(embedding or self.config.embedding, data_dir=self.config.data_dir)
         embedder.load()
         return embedder
 

@@ -17,7 +17,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rag.errors import ConfigError
 
@@ -31,6 +40,8 @@ ChunkContext = Literal["page", "document", "none"]
 PdfTextEngine = Literal["pdfium", "pypdf"]
 PageScoring = Literal["max", "sum", "none"]
 CitationMode = Literal["constrained", "inline", "attributed"]
+EmbeddingBackend = Literal["torch", "onnx", "openvino"]
+EmbeddingQuantization = Literal["none", "int8"]
 
 
 class _Section(BaseModel):
@@ -46,6 +57,25 @@ class EmbeddingConfig(_Section):
     )
     batch_size: int = Field(64, gt=0, le=4096, description="Texts per forward pass.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present.")
+    backend: EmbeddingBackend = Field(
+        "torch",
+        description="What runs the model: torch, or on a CPU onnx (ONNX Runtime) or openvino, from an export made "
+        "once, offline, into data_dir on first use. On a GPU an unquantised model runs with torch. Recorded in the "
+        "manifest.",
+    )
+    quantization: EmbeddingQuantization = Field(
+        "none",
+        description="int8 (backend onnx or openvino): onnx: dynamic int8 quantisation (ONNX Runtime); openvino: "
+        "int8 weights (NNCF weight compression, no calibration data). Its vectors differ from the float ones: a "
+        "knowledge base embedded with int8 is searched only with the same backend's int8 (README, Configuration).",
+    )
+
+    @field_validator("quantization")
+    @classmethod
+    def _int8_needs_an_export(cls, quantization: str, info: ValidationInfo) -> str:
+        if quantization != "none" and info.data.get("backend") == "torch":
+            raise ValueError(f"quantization '{quantization}' needs backend 'onnx' or 'openvino' (torch runs float32)")
+        return quantization
 
 
 class ChunkingConfig(_Section):

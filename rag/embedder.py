@@ -114,8 +114,13 @@ class HuggingFaceTokenizer:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model: the packaged all-MiniLM-L6-v2 by default."""
 
-    def __init__(self, config: EmbeddingConfig) -> None:
+    def __init__(self, config: EmbeddingConfig, *, data_dir: Path | None = None) -> None:
+        """``data_dir`` keeps the exports that ``embedding.backend`` onnx and openvino run (required for them)."""
+        if config.backend != "torch" and data_dir is None:
+            raise ValueError(f"embedding.backend {config.backend!r} needs data_dir, where its export is kept")
         self._config = config
+        self._data_dir = data_dir
+        self._runs_with = "torch"
         self._model: SentenceTransformer | None = None
         self._tokenizer: HuggingFaceTokenizer | None = None
         # Every encode runs on this one thread, in turn (no thread starts until the first).
@@ -148,11 +153,45 @@ class SentenceTransformerEmbedder:
                 f"{first_line(exc)}. Use a local "
                 "folder or a hub id that is cached (this machine may have no internet access)."
             ) from None
+        if self._config.backend != "torch":
+            self._attach_export(model)
         self._model = model
         # Some models leave max_seq_length unset; the tokenizer then knows the model's limit.
         max_length = model.max_seq_length or model.tokenizer.model_max_length
         self._tokenizer = HuggingFaceTokenizer(model.tokenizer, int(max_length))
-        log.info("loaded embedding model %s on %s", self._config.model, model.device)
+        log.info("loaded embedding model %s (%s) on %s", self._config.model, self._runs_with, model.device)
+
+    def _attach_export(self, model: SentenceTransformer) -> None:
+        """Run ``model`` with the configured CPU backend; on a GPU, an unquantised one runs with torch."""
+        from rag.embedding_exports import attach_export
+
+        backend, quantization = self._config.backend, self._config.quantization
+        if model.device.type != "cpu":
+            if quantization == "none":
+                log.info(
+                    "embedding.backend %r is for CPUs: on %s the model runs with torch (the same float32 vectors)",
+                    backend,
+                    model.device,
+                )
+                return
+            # int8 vectors are a kind of their own (rag.manifest.vector_kind): torch cannot make them.
+            log.warning(
+                "embedding.quantization %r runs on the CPU, not %s; set it to 'none' to embed on the GPU",
+                quantization,
+                model.device,
+            )
+            model.to("cpu")
+        assert self._data_dir is not None  # checked in __init__
+        try:
+            folder = attach_export(model, self._config.model, backend, quantization, self._data_dir)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an export that fails is a model that cannot load
+            raise ModelLoadError(
+                f"embedding model {self._config.model!r} cannot run with embedding.backend {backend!r} "
+                f"(quantization {quantization!r}): {first_line(exc)}. Set embedding.backend = 'torch'."
+            ) from None
+        self._runs_with = f"{backend}, quantization {quantization}, export {folder}"
 
     @property
     def _loaded(self) -> SentenceTransformer:

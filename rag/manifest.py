@@ -10,10 +10,28 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from rag.config import AppConfig, ChunkContext, PdfTextEngine
+from rag.config import AppConfig, ChunkContext, EmbeddingBackend, EmbeddingConfig, EmbeddingQuantization, PdfTextEngine
 from rag.errors import ManifestMismatchError
 
 FORMAT_VERSION = 1
+
+
+def vector_kind(backend: EmbeddingBackend, quantization: EmbeddingQuantization) -> str:
+    """Which vectors may share an index: those of one kind.
+
+    Unquantised, torch, ONNX Runtime and OpenVINO compute the same float32 function of the model's
+    weights (cosine above 0.999 between them: tests/unit/test_embedding_backends.py), so they are
+    one kind. An int8 export approximates it, each backend its own way, so each backend's int8 is a
+    kind of its own, searched only with vectors of that kind (README, Configuration).
+    """
+    return "float32" if quantization == "none" else f"{backend} {quantization}"
+
+
+def embedding_settings(embedding: EmbeddingConfig) -> dict[str, str]:
+    """The embedding settings that what was embedded depends on, for a cache key or a resume check.
+    float32 vectors add nothing, so keys made before ``embedding.backend`` existed stay valid."""
+    kind = vector_kind(embedding.backend, embedding.quantization)
+    return {"embedding_model": embedding.model} | ({"embedding_vectors": kind} if kind != "float32" else {})
 
 
 class Manifest(BaseModel):
@@ -32,6 +50,9 @@ class Manifest(BaseModel):
     chunk_context: ChunkContext = "none"
     # ... and extracted PDF text with pypdf.
     pdf_text: PdfTextEngine = "pypdf"
+    # ... and embedded with torch, unquantised.
+    embedding_backend: EmbeddingBackend = "torch"
+    embedding_quantization: EmbeddingQuantization = "none"
     index_kind: str
     index_structure: str
     generation: int = 0
@@ -40,13 +61,30 @@ class Manifest(BaseModel):
     chunks: int = 0
     updated_at: str = ""
 
-    def check_embedding(self, model_id: str, directory: Path) -> None:
-        if model_id != self.embedding_model:
+    def check_embedding(self, embedding: EmbeddingConfig, directory: Path) -> None:
+        """Refuse to search or extend the index with vectors of another model or kind (:func:`vector_kind`)."""
+        if embedding.model != self.embedding_model:
             raise ManifestMismatchError(
                 f"knowledge base {directory} was built with embedding model "
-                f"{self.embedding_model!r}, but the configuration asks for {model_id!r}. "
+                f"{self.embedding_model!r}, but the configuration asks for {embedding.model!r}. "
                 f"Re-index it with `rag ingest PATH --reindex --kb {directory}`, or set "
                 f"embedding.model back to {self.embedding_model!r}."
+            )
+        built = vector_kind(self.embedding_backend, self.embedding_quantization)
+        wanted = vector_kind(embedding.backend, embedding.quantization)
+        if built != wanted:
+            if self.embedding_quantization == "none":
+                restore = "embedding.quantization back to 'none' (with any backend)"
+            else:
+                restore = (
+                    f"embedding.backend = {self.embedding_backend!r} and "
+                    f"embedding.quantization = {self.embedding_quantization!r} again"
+                )
+            raise ManifestMismatchError(
+                f"knowledge base {directory} holds {built} vectors (embedding.backend {self.embedding_backend!r}, "
+                f"quantization {self.embedding_quantization!r}), but the configuration makes {wanted} vectors "
+                f"(backend {embedding.backend!r}, quantization {embedding.quantization!r}); the two kinds do not "
+                f"share an index. Re-index it with `rag ingest PATH --reindex --kb {directory}`, or set {restore}."
             )
 
     def check_indexing(self, config: AppConfig, directory: Path) -> None:

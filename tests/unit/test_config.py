@@ -70,6 +70,19 @@ def test_overlap_must_be_smaller_than_chunk() -> None:
         load_config(overrides={"chunking.chunk_tokens": 32, "chunking.overlap_tokens": 32}, environ={})
 
 
+def test_embedding_backend_and_quantization_are_checked_and_named() -> None:
+    config = load_config(environ={"RAG_EMBEDDING_BACKEND": "openvino", "RAG_EMBEDDING_QUANTIZATION": "int8"})
+    assert (config.embedding.backend, config.embedding.quantization) == ("openvino", "int8")
+    assert (AppConfig().embedding.backend, AppConfig().embedding.quantization) == ("torch", "none")
+    with pytest.raises(ConfigError, match=r"embedding\.backend: .*'tensorrt'.*command-line setting"):
+        load_config(overrides={"embedding.backend": "tensorrt"}, environ={})
+    with pytest.raises(ConfigError, match=r"embedding\.quantization: .*'int4'"):
+        load_config(overrides={"embedding.backend": "onnx", "embedding.quantization": "int4"}, environ={})
+    # torch runs the model as it is: int8 needs an export.
+    with pytest.raises(ConfigError, match=r"embedding\.quantization: .*needs backend 'onnx' or 'openvino'.*RAG_EMB"):
+        load_config(environ={"RAG_EMBEDDING_QUANTIZATION": "int8"})
+
+
 def test_missing_explicit_file_and_bad_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", environ={})

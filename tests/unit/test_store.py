@@ -124,6 +124,46 @@ def test_model_mismatch_is_refused_with_reindex_hint(tmp_path: Path) -> None:
         KnowledgeBaseWriter.open(config.kb_dir, changed_chunking, dimension=64)
 
 
+def _with_vectors(config: AppConfig, backend: str, quantization: str = "none") -> AppConfig:
+    embedding = config.embedding.model_copy(update={"backend": backend, "quantization": quantization})
+    return config.model_copy(update={"embedding": embedding})
+
+
+def test_float32_vectors_of_any_backend_share_an_index_and_int8_ones_do_not(tmp_path: Path) -> None:
+    config = _one_document_kb(tmp_path)  # torch, unquantised
+    for backend in ("onnx", "openvino"):
+        KnowledgeBase.open(config.kb_dir, _with_vectors(config, backend)).close()
+        KnowledgeBaseWriter.open(config.kb_dir, _with_vectors(config, backend), dimension=64).close()
+    int8 = _with_vectors(config, "onnx", "int8")
+    with pytest.raises(ManifestMismatchError, match=r"float32 vectors.*onnx int8 vectors.*--reindex.*'none'"):
+        KnowledgeBase.open(config.kb_dir, int8)
+    with pytest.raises(ManifestMismatchError, match=r"--reindex"):
+        KnowledgeBaseWriter.open(config.kb_dir, int8, dimension=64)
+
+    with KnowledgeBaseWriter.open(config.kb_dir, int8, dimension=64, reindex=True) as writer:
+        _put(writer, "/a.txt", "text")
+        writer.commit()
+    with KnowledgeBase.open(config.kb_dir, int8) as reader:
+        assert (reader.manifest.embedding_backend, reader.manifest.embedding_quantization) == ("onnx", "int8")
+    assert json.loads((config.kb_dir / "manifest.json").read_text())["embedding_quantization"] == "int8"
+    # An int8 index is searched only with the same backend's int8 vectors.
+    for other in (config, _with_vectors(config, "onnx"), _with_vectors(config, "openvino", "int8")):
+        with pytest.raises(ManifestMismatchError, match=r"holds onnx int8 vectors.*--reindex.*backend = 'onnx'"):
+            KnowledgeBase.open(config.kb_dir, other)
+
+
+def test_a_manifest_from_before_the_backend_setting_reads_as_torch_float32(tmp_path: Path) -> None:
+    config = _one_document_kb(tmp_path)
+    with sqlite3.connect(config.kb_dir / "kb.sqlite") as db:
+        stored = json.loads(db.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])
+        del stored["embedding_backend"], stored["embedding_quantization"]
+        db.execute("UPDATE meta SET value = ? WHERE key = 'manifest'", (json.dumps(stored),))
+    with KnowledgeBase.open(config.kb_dir, _with_vectors(config, "openvino")) as reader:
+        assert (reader.manifest.embedding_backend, reader.manifest.embedding_quantization) == ("torch", "none")
+    with pytest.raises(ManifestMismatchError, match=r"--reindex"):
+        KnowledgeBase.open(config.kb_dir, _with_vectors(config, "openvino", "int8"))
+
+
 def test_a_database_a_first_ingest_has_not_yet_given_tables_reads_as_empty(tmp_path: Path) -> None:
     """A reader racing the first ingest can meet kb.sqlite before its tables exist."""
     tmp_path.joinpath("kb").mkdir()
