@@ -270,6 +270,7 @@ def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> 
     with KnowledgeBase.open(config.kb_dir) as kb:
         stats = kb.stats()
         indexing = indexing_settings(kb.manifest)
+        backend, quantization = kb.manifest.embedding_backend, kb.manifest.embedding_quantization
     last_run = None
     if stats.last_run is not None:
         run = stats.last_run
@@ -287,6 +288,8 @@ def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> 
         "pages": stats.pages,
         "chunks": stats.chunks,
         "embedding_model": stats.embedding_model,
+        "embedding_backend": backend,
+        "embedding_quantization": quantization,
         "dimension": stats.dimension,
         "index": stats.index,
         "indexing": indexing,
@@ -299,7 +302,10 @@ def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> 
     print(f"knowledge base   {info['path']}")
     print(f"documents        {stats.documents} ({stats.pages} pages)")
     print(f"chunks           {stats.chunks}")
-    print(f"embedding model  {stats.embedding_model} ({stats.dimension} dimensions)")
+    print(
+        f"embedding model  {stats.embedding_model} ({stats.dimension} dimensions, {backend}"
+        + (f" {quantization})" if quantization != "none" else ")")
+    )
     print(f"index            {stats.index}")
     print("built with       " + ", ".join(f"{key} {value}" for key, value in indexing.items()))
     print(f"size on disk     {stats.bytes / 1e6:.1f} MB")

@@ -116,6 +116,7 @@ def test_cli_reports_every_bad_input_and_lands_the_good_files(corpus: Path, bad_
     facts = json.loads(info.stdout)
     assert facts["documents"] == 6 and facts["chunks"] == summary["chunks"] and facts["bytes"] > 0
     assert facts["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2" and facts["index"] == "flat"
+    assert (facts["embedding_backend"], facts["embedding_quantization"]) == ("torch", "none")
     assert facts["indexing"] == {"chunk_tokens": 200, "overlap_tokens": 32, "context": "page", "pdf_text": "pdfium"}
     assert facts["last_run"]["status"] == "completed with failures"
     assert {Path(f["path"]).name for f in facts["last_run"]["failed"]} == reasons.keys()

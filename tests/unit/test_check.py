@@ -10,6 +10,7 @@ before the damage without deleting a row, or says what it could not save.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -261,3 +262,14 @@ def test_chunks_whose_document_row_is_gone_keep_their_vectors_through_a_repair(
     with KnowledgeBase.open(config.kb_dir, config) as kb:  # both indexes name every chunk row again
         dense, keyword = kb.load_indexes(config)
         assert len(dense) == len(keyword) == kb.stats().chunks
+
+
+def test_info_says_how_the_vectors_were_made(
+    built: tuple[AppConfig, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = built
+    assert rag(["info", "--kb", str(config.kb_dir), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["embedding_backend"], facts["embedding_quantization"]) == ("torch", "none")
+    assert rag(["info", "--kb", str(config.kb_dir)]) == 0
+    assert "dimensions, torch)" in capsys.readouterr().out
