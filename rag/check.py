@@ -291,7 +291,7 @@ def _inspect_rows(directory: Path, config: AppConfig, db: sqlite3.Connection, se
         )
     if manifest is None:
         return
-    built = vector_kind(manifest.embedding_backend, manifest.embedding_quantization)
+    built = manifest.vectors
     wanted = vector_kind(config.embedding.backend, config.embedding.quantization)
     if manifest.embedding_model != config.embedding.model:
         _add(

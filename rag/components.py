@@ -113,14 +113,10 @@ class Components:
 
         Raises :class:`rag.errors.KnowledgeBaseDamagedError` when an index cannot be read.
         """
-        from rag.retriever import CrossEncoderReranker, assemble_retriever
+        from rag.retriever import assemble_retriever
 
         dense_index, keyword_index = kb.load_indexes(self.config)
-        retriever = assemble_retriever(self.config.retrieval, kb, embedder, dense_index, keyword_index)
-        scorer = self.reranker()
-        if scorer is not None:
-            retriever = CrossEncoderReranker(retriever, scorer, self.config.retrieval.rerank_candidates)
-        return retriever
+        return assemble_retriever(self.config.retrieval, kb, embedder, dense_index, keyword_index, self.reranker())
 
     def citer(self, embedder: Embedder | None) -> Citer:
         """The configured :class:`Citer`, with :meth:`support_scorer` over ``embedder``."""

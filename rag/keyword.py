@@ -57,10 +57,13 @@ def split_mixed_words(text: str) -> str:
     return _MIXED.sub(lambda word: f"{word[0]} {_LETTERS_DIGITS.sub(' ', word[0])}", text)
 
 
+_STOPWORD_LIST = sorted(STOPWORDS)  # bm25s takes a list; made once, not per query
+
+
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:
     tokens = _bm25s().tokenize(
         [split_mixed_words(text) for text in texts],
-        stopwords=sorted(STOPWORDS),
+        stopwords=_STOPWORD_LIST,
         stemmer=stem,
         return_ids=False,
         show_progress=False,

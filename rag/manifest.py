@@ -61,6 +61,11 @@ class Manifest(BaseModel):
     chunks: int = 0
     updated_at: str = ""
 
+    @property
+    def vectors(self) -> str:
+        """The kind of vectors the index holds (:func:`vector_kind`)."""
+        return vector_kind(self.embedding_backend, self.embedding_quantization)
+
     def check_embedding(self, embedding: EmbeddingConfig, directory: Path) -> None:
         """Refuse to search or extend the index with vectors of another model or kind (:func:`vector_kind`)."""
         if embedding.model != self.embedding_model:
@@ -70,8 +75,7 @@ class Manifest(BaseModel):
                 f"Re-index it with `rag ingest PATH --reindex --kb {directory}`, or set "
                 f"embedding.model back to {self.embedding_model!r}."
             )
-        built = vector_kind(self.embedding_backend, self.embedding_quantization)
-        wanted = vector_kind(embedding.backend, embedding.quantization)
+        built, wanted = self.vectors, vector_kind(embedding.backend, embedding.quantization)
         if built != wanted:
             if self.embedding_quantization == "none":
                 restore = "embedding.quantization back to 'none' (with any backend)"

@@ -102,7 +102,9 @@ def provision_folder(target: Path, build: Callable[[Path], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.partial-"
     for abandoned in target.parent.glob(f"{prefix}*"):
-        if not _process_alive(abandoned.name.removeprefix(prefix).split("-")[0]):
+        pid = abandoned.name.removeprefix(prefix).split("-")[0]
+        # A name this function did not make is left alone.
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(abandoned, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))
     try:
@@ -118,11 +120,12 @@ def provision_folder(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def _process_alive(pid: str) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts: it cannot be signalled, but it lives)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (ValueError, PermissionError):
-        return True  # not a staging folder this module names, or another user's process: leave it
+    except PermissionError:
+        return True
     return True

@@ -246,12 +246,17 @@ class CrossEncoderReranker(_Batched):
 
 
 def assemble_retriever(
-    retrieval: RetrievalConfig, kb: KnowledgeBase, embedder: Embedder, dense_index: FaissIndex, keyword_index: Bm25Index
+    retrieval: RetrievalConfig,
+    kb: KnowledgeBase,
+    embedder: Embedder,
+    dense_index: FaissIndex,
+    keyword_index: Bm25Index,
+    reranker: CrossEncoderScorer | None = None,
 ) -> Retriever:
     """The dense, keyword or hybrid retriever ``retrieval.mode`` asks for, ranking pages as
     ``retrieval.page_scoring`` says, over indexes already loaded (cheap: callers that keep the
-    indexes, like the web page, build one per question). The reranker is not included; wrap the
-    result in a :class:`CrossEncoderReranker`."""
+    indexes, like the web page, build one per question), and rescored by ``reranker`` (loaded)
+    over ``retrieval.rerank_candidates`` when one is given."""
     dense = DenseRetriever(kb, dense_index, embedder)
     keyword = KeywordRetriever(kb, keyword_index)
     chosen: Retriever
@@ -261,6 +266,8 @@ def assemble_retriever(
         chosen = keyword
     else:
         chosen = HybridRetriever(dense, keyword, retrieval)
-    if retrieval.page_scoring == "none":
-        return chosen
-    return PageRanker(chosen, retrieval.page_scoring, retrieval.candidates)
+    if retrieval.page_scoring != "none":
+        chosen = PageRanker(chosen, retrieval.page_scoring, retrieval.candidates)
+    if reranker is not None:
+        chosen = CrossEncoderReranker(chosen, reranker, retrieval.rerank_candidates)
+    return chosen

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from rag.config import AppConfig, child_environment, vllm_environment
 from rag.errors import ConfigError, GeneratorUnavailableError
 from rag.generator import engine_settings, has_cuda
-from rag.models import resolve_generator_location
+from rag.models import process_alive, resolve_generator_location
 
 
 def api_base_url(host: str, port: int) -> str:
@@ -58,16 +58,6 @@ class ServerStatus:
             return "stopped"
         health = "healthy" if self.healthy else "starting (not healthy yet)"
         return f"{health}: {self.state.model} at {self.state.base_url} (pid {self.state.pid})"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -155,7 +145,7 @@ class ModelServer:
 
     def status(self) -> ServerStatus:
         state = self._read_state()
-        if state is None or not _alive(state.pid):
+        if state is None or not process_alive(state.pid):
             return ServerStatus(state, running=False, healthy=False)
         return ServerStatus(state, running=True, healthy=is_healthy(state.host, state.port, key=api_key(self._config)))
 
@@ -211,15 +201,15 @@ class ModelServer:
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server (SIGTERM to its process group, SIGKILL after ``timeout``); False if none ran."""
         state = self._read_state()
-        if state is None or not _alive(state.pid):
+        if state is None or not process_alive(state.pid):
             self._state_file.unlink(missing_ok=True)
             return False
         os.killpg(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(state.pid):
+        while time.monotonic() < deadline and process_alive(state.pid):
             _reap(state.pid)
             time.sleep(0.2)
-        if _alive(state.pid):
+        if process_alive(state.pid):
             os.killpg(state.pid, signal.SIGKILL)
         _reap(state.pid)
         self._state_file.unlink(missing_ok=True)

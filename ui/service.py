@@ -32,7 +32,7 @@ from rag.index import FaissIndex
 from rag.keyword import Bm25Index
 from rag.pipeline import AnswerDelta, Pipeline, prompt_builder
 from rag.prompt import ChatTokenizer
-from rag.retriever import CrossEncoderReranker, CrossEncoderScorer, Retriever, assemble_retriever
+from rag.retriever import CrossEncoderScorer, assemble_retriever
 from rag.server import api_key, is_healthy
 from rag.store import KnowledgeBase, RunInfo
 from rag.types import Answer, Chunk, Document, Page
@@ -217,9 +217,8 @@ class ChatService:
         assert self._citer is not None, "call load() first"
         config = settings.apply(self.config)
         _, dense, keyword = self._current_indexes(kb)
-        retriever: Retriever = assemble_retriever(config.retrieval, kb, self._embedder, dense, keyword)
-        if settings.rerank and self._rerank_scorer is not None:
-            retriever = CrossEncoderReranker(retriever, self._rerank_scorer, config.retrieval.rerank_candidates)
+        reranker = self._rerank_scorer if settings.rerank else None
+        retriever = assemble_retriever(config.retrieval, kb, self._embedder, dense, keyword, reranker)
         prompts = prompt_builder(config, self._chat_tokenizer)
         return Pipeline(config, retriever, prompts, self._generator(config), self._citer)
 
