@@ -1,12 +1,14 @@
 """Embedding backends on this machine: load time, encode speed as a ratio to torch, and agreement with torch.
 
 For torch, onnx, onnx int8, openvino and openvino int8 (``embedding.backend`` /
-``embedding.quantization``): the first load (which makes the export, in a fresh data dir), a second
-load (the export reused), passages embedded per second (and the ratio to torch in the same run),
-single-query latency, and how far the vectors are from torch's: cosine of each passage's and
-query's vector to torch's (mean, min), and the overlap of each query's top 10 with torch's top 10,
-with the variant's own index and mixed (the variant's queries against torch's passage vectors:
-what sharing an index would give; the rule in ``rag.manifest.vector_kind``).
+``embedding.quantization``), each in float32 and, where the runtime has it, bfloat16
+(``embedding.precision``; bfloat16 pays only on a CPU with bfloat16 units): the first load
+(which makes the export, in a fresh data dir), a second load (the export reused), passages
+embedded per second (and the ratio to torch float32 in the same run), single-query latency, and
+how far the vectors are from torch float32's: cosine of each passage's and query's vector to
+torch's (mean, min), and the overlap of each query's top 10 with torch's top 10, with the
+variant's own index and mixed (the variant's queries against torch's passage vectors: what
+sharing an index would give; the rule in ``rag.manifest.vector_kind``).
 
 Passages: 200-token chunks (the product's loader and chunker) of the FinanceBench 10-K PDFs, and
 FinanceBench questions as queries, when ``--financebench`` holds them; else passages recombined
@@ -37,7 +39,17 @@ _PACKAGES = {
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
 }
-VARIANTS = [("torch", "none"), ("onnx", "none"), ("onnx", "int8"), ("openvino", "none"), ("openvino", "int8")]
+# (backend, quantization, precision); the first is the reference the others are compared with.
+VARIANTS = [
+    ("torch", "none", "float32"),
+    ("torch", "none", "bfloat16"),
+    ("onnx", "none", "float32"),
+    ("onnx", "int8", "float32"),
+    ("openvino", "none", "float32"),
+    ("openvino", "none", "bfloat16"),
+    ("openvino", "int8", "float32"),
+    ("openvino", "int8", "bfloat16"),
+]
 
 
 def financebench_texts(folder: Path, count: int, queries: int, tokenizer: Any) -> tuple[list[str], list[str]]:
@@ -110,8 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     passages: list[str] = []
     questions: list[str] = []
     source = ""
-    for backend, quantization in VARIANTS:
-        config = EmbeddingConfig(backend=backend, quantization=quantization, batch_size=args.batch_size, device="cpu")
+    from rag.embedder import cpu_has_bfloat16
+
+    for backend, quantization, precision in VARIANTS:
+        config = EmbeddingConfig(
+            backend=backend, quantization=quantization, precision=precision, batch_size=args.batch_size, device="cpu"
+        )
         started = time.perf_counter()
         SentenceTransformerEmbedder(config, data_dir=data_dir).load()
         first_load = time.perf_counter() - started
@@ -138,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         for question in questions:
             embedder.embed_queries([question])
         query_ms = (time.perf_counter() - started) / len(questions) * 1000
-        if backend == "torch":
+        if not reference:
             reference = {"documents": documents, "queries": query_vectors}
         doc_cos = (documents * reference["documents"]).sum(axis=1)
         query_cos = (query_vectors * reference["queries"]).sum(axis=1)
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         own = overlap(top10(query_vectors, documents), truth)
         mixed = overlap(top10(query_vectors, reference["documents"]), truth)
         row = {
-            "variant": backend + (" int8" if quantization == "int8" else ""),
+            "variant": backend + (" int8" if quantization == "int8" else "") + f" {precision}",
             "first_load_s": first_load,
             "load_s": load,
             "passages_per_s": len(passages) / encode,
@@ -176,11 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     versions = ", ".join(f"{name} {raw['machine'][key]}" for key, name in _PACKAGES.items())
     lines = section_start(HEADING, raw, versions)
     lines += [
-        f"{source}; batch {args.batch_size}; {torch.get_num_threads()} torch threads. Speed is passages embedded "
-        "per second and its ratio to torch in the same run; agreement is against torch's vectors.",
+        f"{source}; batch {args.batch_size}; {torch.get_num_threads()} torch threads; CPU with bfloat16 units "
+        f"(AMX or AVX512-BF16): {'yes' if cpu_has_bfloat16() else 'no'}. Speed is passages embedded per second and "
+        "its ratio to torch float32 in the same run; agreement is against torch float32's vectors.",
         "",
         "| variant | first load (export) s | load s | passages/s | × torch | query ms | passage cos mean / min "
-        "| query cos mean / min | top-10 overlap, own index mean / min | top-10 overlap, torch index mean / min |",
+        "| query cos mean / min | top-10 overlap, own index mean / min | top-10 overlap, float32 index mean / min |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:

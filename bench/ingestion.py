@@ -17,6 +17,14 @@ it as a separate document and really extracts, chunks, embeds and stores it):
     The product's ``run_ingest`` into an empty knowledge base, once per ``--workers`` value
     (``ingest.workers``: 0 extracts in-process; 1 or more extract in spawned worker processes
     that overlap the encoder).
+``baseline``
+    The same ingest with ``ingest.workers=1`` and ``embedding.precision = --baseline-precision``
+    (``float32``: the path before ``embedding.precision`` existed), when the default resolves to
+    another precision on this machine: the speed-up of the new default, in the same run.
+
+The bare encode computes in the precision the product's embedder resolved (bfloat16 autocast
+where ``embedding.precision`` is auto on a CPU with bfloat16 units), so every ratio compares
+like with like.
 
 The question it answers: does the job add little on top of those two costs? Serially, the
 target is ``t_ingest(W=0) <= 1.10 x (t_extract + t_encode)`` (chunking, hashing, SQLite and
@@ -170,13 +178,14 @@ def stage_extract(corpus: Path) -> Result:
 
 
 def stage_encode(corpus: Path) -> Result:
-    """Bare ``SentenceTransformer.encode`` of the chunk texts the product would embed."""
+    """Bare ``SentenceTransformer.encode`` of the chunk texts the product would embed, in the
+    precision the product's embedder resolved."""
     from ingest.chunking import chunk_pages
     from ingest.job import read_file
     from rag.components import Components
     from rag.config import load_config
     from rag.context import indexed_text, page_contexts
-    from rag.embedder import resolve_model_location
+    from rag.embedder import SentenceTransformerEmbedder, resolve_model_location
     from rag.store import document_id_for
 
     config = load_config(environ={})
@@ -186,6 +195,8 @@ def stage_encode(corpus: Path) -> Result:
         loading = time.perf_counter()
         embedder = Components(config).embedder()
         model_load_seconds = time.perf_counter() - loading
+        assert isinstance(embedder, SentenceTransformerEmbedder)
+        precision = embedder.precision
 
         texts: list[str] = []
         pages = 0
@@ -216,8 +227,10 @@ def stage_encode(corpus: Path) -> Result:
         model = SentenceTransformer(resolve_model_location(config.embedding.model), device=device)
         raw_model_load_seconds = time.perf_counter() - loading
 
+        import torch
+
         window = Window()
-        with window.measure():
+        with window.measure(), torch.autocast(model.device.type, torch.bfloat16, enabled=precision == "bfloat16"):
             vectors = model.encode(
                 texts,
                 batch_size=config.embedding.batch_size,
@@ -227,6 +240,7 @@ def stage_encode(corpus: Path) -> Result:
     return {
         "model": config.embedding.model,
         "device": str(model.device),
+        "precision": precision,
         "batch_size": config.embedding.batch_size,
         "torch_threads": _torch_threads(),
         "pages": pages,
@@ -242,8 +256,9 @@ def stage_encode(corpus: Path) -> Result:
     }
 
 
-def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
-    """The product's ``run_ingest`` into an empty knowledge base with ``workers`` loaders."""
+def stage_ingest(corpus: Path, kb_dir: Path, workers: int, precision: str | None = None) -> Result:
+    """The product's ``run_ingest`` into an empty knowledge base with ``workers`` loaders
+    (and ``embedding.precision`` set to ``precision``, when given)."""
     from ingest.job import run_ingest
     from rag.components import Components
     from rag.config import load_config
@@ -251,7 +266,10 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
 
     if kb_dir.exists() and any(kb_dir.iterdir()):
         raise RuntimeError(f"{kb_dir} is not empty")
-    config = load_config(overrides={"kb_dir": str(kb_dir), "ingest.workers": workers}, environ={})
+    overrides: dict[str, object] = {"kb_dir": str(kb_dir), "ingest.workers": workers}
+    if precision:
+        overrides["embedding.precision"] = precision
+    config = load_config(overrides=overrides, environ={})
     with _TreeRssSampler() as sampler:
         loading = time.perf_counter()
         embedder = Components(config).embedder()
@@ -264,7 +282,9 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
     kb_bytes = sum(p.stat().st_size for p in kb_dir.rglob("*") if p.is_file())
     return {
         "workers": workers,
+        "baseline": bool(precision),
         "device": embedder.device,
+        "precision": embedder.precision,
         "torch_threads": _torch_threads(),
         "files": summary.added,
         "failed": summary.as_dict()["failed"],
@@ -292,7 +312,7 @@ def run_stage(args: argparse.Namespace) -> int:
         elif args.stage == "encode":
             result = stage_encode(corpus)
         else:
-            result = stage_ingest(corpus, Path(args.kb), int(args.workers))
+            result = stage_ingest(corpus, Path(args.kb), int(args.workers), args.precision)
     print_stage_result(result)
     return 0
 
@@ -337,14 +357,19 @@ def build_corpus(data: Path, target: Path, copies: int, limit_files: int | None)
     }
 
 
-def call_stage(stage: str, corpus: Path, workdir: Path, workers: int | None = None) -> Result:
+def call_stage(
+    stage: str, corpus: Path, workdir: Path, workers: int | None = None, precision: str | None = None
+) -> Result:
     """Run one stage in a fresh interpreter and return its JSON result."""
     command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, "--corpus", str(corpus)]
     label = stage
     if workers is not None:
-        kb_dir = workdir / f"kb-w{workers}"
+        kb_dir = workdir / f"kb-w{workers}{'-' + precision if precision else ''}"
         command += ["--workers", str(workers), "--kb", str(kb_dir)]
         label = f"{stage} W={workers}"
+    if precision:
+        command += ["--precision", precision]
+        label += f" precision={precision}"
     print(f"[bench] {label}: running ...", file=sys.stderr, flush=True)
     result = run_stage_command(command, workdir, label)
     # the whole result goes to the log too, so a run killed later loses no finished stage
@@ -356,7 +381,13 @@ def compute_ratios(extract: Result, encode: Result, ingests: Sequence[Result]) -
     t_extract, t_encode = float(extract["seconds"]), float(encode["seconds"])
     both, longest = t_extract + t_encode, max(t_extract, t_encode)
     ratios: Result = {"extract_plus_encode_seconds": both, "max_extract_encode_seconds": longest, "by_workers": {}}
+    baseline = next((r for r in ingests if r.get("baseline")), None)
+    same = next((r for r in ingests if not r.get("baseline") and int(r["workers"]) == 1), None)
+    if baseline is not None and same is not None:
+        ratios["speedup_over_baseline"] = float(same["pages_per_second"]) / float(baseline["pages_per_second"])
     for result in ingests:
+        if result.get("baseline"):
+            continue
         workers, seconds = int(result["workers"]), float(result["seconds"])
         entry = {"to_sum": seconds / both, "to_max": seconds / longest}
         ratios["by_workers"][str(workers)] = entry
@@ -386,7 +417,10 @@ def _other_cpu_cell(result: Result) -> str:
 def render_markdown(raw: Result) -> str:
     machine, corpus, stages, ratios = raw["machine"], raw["corpus"], raw["stages"], raw["ratios"]
     extract, encode, ingests = stages["extract"], stages["encode"], stages["ingest"]
-    gpu = f"no GPU used (model on `{encode['device']}`, {encode['torch_threads']} torch threads)"
+    gpu = (
+        f"no GPU used (model on `{encode['device']}`, {encode['torch_threads']} torch threads, "
+        f"computing in {encode.get('precision', 'float32')})"
+    )
     versions = (
         f"torch {machine['torch']}, sentence-transformers {machine['sentence_transformers']}, "
         f"transformers {machine['transformers']}, faiss {machine['faiss']}, pypdf {machine['pypdf']}"
@@ -420,8 +454,13 @@ def render_markdown(raw: Result) -> str:
         f"{encode['model_load_seconds']:.1f} | {_load_cell(encode)} | {_other_cpu_cell(encode)} |"
     )
     for result in ingests:
+        name = f"ingest, `ingest.workers={result['workers']}`"
+        if result.get("baseline"):
+            name = (
+                f"baseline: ingest, `ingest.workers={result['workers']}`, `embedding.precision={result['precision']}`"
+            )
         lines.append(
-            f"| ingest, `ingest.workers={result['workers']}` | {result['seconds']:.1f} | {result['pages']:,} | "
+            f"| {name} | {result['seconds']:.1f} | {result['pages']:,} | "
             f"{result['pages_per_second']:.1f} | {result['chunks']:,} | {result['chunks_per_second']:.1f} | "
             f"{_rss_cell(result)} | {result['model_load_seconds']:.1f} | {_load_cell(result)} | "
             f"{_other_cpu_cell(result)} |"
@@ -431,6 +470,8 @@ def render_markdown(raw: Result) -> str:
     lines.append(f"Ratios (extract + encode = {both:.1f} s, max(extract, encode) = {longest:.1f} s):")
     lines.append("")
     for result in ingests:
+        if result.get("baseline"):
+            continue
         entry = ratios["by_workers"][str(result["workers"])]
         if result["workers"] == 0:
             verdict = "met" if entry["to_sum"] <= SERIAL_TARGET else "**not met**"
@@ -444,6 +485,11 @@ def render_markdown(raw: Result) -> str:
                 f"process{'es' if result['workers'] > 1 else ''}): ingest / max(extract, encode) = "
                 f"**{entry['to_max']:.3f}**; ingest / (extract + encode) = {entry['to_sum']:.3f}"
             )
+    if "speedup_over_baseline" in ratios:
+        lines.append(
+            f"- the default (`embedding.precision` auto: {encode['precision']} here) against the baseline "
+            f"(float32), both `ingest.workers=1`: **{ratios['speedup_over_baseline']:.2f}×** pages/s"
+        )
     lines.append("")
     lines.extend(_notes(raw))
     return "\n".join(lines).rstrip() + "\n"
@@ -452,7 +498,9 @@ def render_markdown(raw: Result) -> str:
 def _notes(raw: Result) -> list[str]:
     stages = raw["stages"]
     extract, encode, ingests = stages["extract"], stages["encode"], stages["ingest"]
-    named = [("extract", extract), ("encode", encode)] + [(f"ingest W={r['workers']}", r) for r in ingests]
+    named = [("extract", extract), ("encode", encode)] + [
+        (f"ingest W={r['workers']}{' baseline' if r.get('baseline') else ''}", r) for r in ingests
+    ]
     notes = [
         "Notes:",
         "",
@@ -509,6 +557,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         extract = call_stage("extract", corpus, workdir)
         encode = call_stage("encode", corpus, workdir)
         ingests = [call_stage("ingest", corpus, workdir, w) for w in workers]
+        if args.baseline_precision and args.baseline_precision != encode["precision"]:
+            ingests.append(call_stage("ingest", corpus, workdir, 1, args.baseline_precision))
     raw: Result = {
         "command": command,
         "machine": machine_info(("torch", "sentence_transformers", "transformers", "faiss", "pypdf")),
@@ -526,10 +576,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--copies", type=int, default=2, help="copies of the PDFs in the corpus (default: 2)")
     parser.add_argument("--workers", default="0,1,2", help="ingest.workers values to run (default: 0,1,2)")
     parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
+    parser.add_argument(
+        "--baseline-precision", default="float32",
+        help="also ingest with workers=1 and this embedding.precision when the default resolves to another "
+        "('' to skip; default: %(default)s)",
+    )  # fmt: skip
     add_output_arguments(parser)
     parser.add_argument("--stage", choices=("extract", "encode", "ingest"), help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--kb", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.copies < 1:
         parser.error("--copies must be at least 1")

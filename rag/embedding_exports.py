@@ -72,8 +72,12 @@ def attach_export(
     backend: EmbeddingBackend,
     quantization: EmbeddingQuantization,
     data_dir: Path,
+    *,
+    bfloat16: bool = False,
 ) -> Path:
     """Make ``model`` (loaded with torch, on the CPU) run its transformer with ``backend``.
+
+    ``bfloat16`` (OpenVINO only) lets it compute in bfloat16 where the CPU has it.
 
     The export is made first when ``data_dir`` has none for these weights (seconds for MiniLM).
     Returns the export's folder. Raises :class:`ModelLoadError` when the backend's packages are
@@ -93,7 +97,7 @@ def attach_export(
     name = model_id.rstrip("/").split("/")[-1]
     root = data_dir / "models" / "embedding-exports" / f"{name}-{weights_fingerprint(hf_model)}"
     folder = _provision(root, backend, quantization, hf_model, input_names)
-    transformer.model = ExportedTransformer(_runner(backend, folder), input_names, hf_model.config)
+    transformer.model = ExportedTransformer(_runner(backend, folder, bfloat16), input_names, hf_model.config)
     return folder
 
 
@@ -232,7 +236,7 @@ def _quiet() -> Iterator[None]:
         logging.disable(muted)
 
 
-def _runner(backend: EmbeddingBackend, folder: Path) -> Run:
+def _runner(backend: EmbeddingBackend, folder: Path, bfloat16: bool) -> Run:
     if backend == "onnx":
         import onnxruntime as ort
 
@@ -240,9 +244,10 @@ def _runner(backend: EmbeddingBackend, folder: Path) -> Run:
         return lambda feeds: session.run([_OUTPUT], feeds)[0]
     import openvino as ov
 
-    # f32: on a CPU with bfloat16 units OpenVINO would otherwise compute in bfloat16, and the
-    # float32 export must compute what torch does.
-    compiled = ov.Core().compile_model(folder / "model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    # Said either way: on a CPU with bfloat16 units OpenVINO computes in bfloat16 unless told f32,
+    # and embedding.precision decides that, as it does for torch.
+    hint = "bf16" if bfloat16 else "f32"
+    compiled = ov.Core().compile_model(folder / "model.xml", "CPU", {"INFERENCE_PRECISION_HINT": hint})
     request = compiled.create_infer_request()
     # The request reuses its output buffer on the next call: copy.
     return lambda feeds: np.array(request.infer(feeds)[0], dtype=np.float32, copy=True)

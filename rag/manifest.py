@@ -21,8 +21,13 @@ def vector_kind(backend: EmbeddingBackend, quantization: EmbeddingQuantization) 
 
     Unquantised, torch, ONNX Runtime and OpenVINO compute the same float32 function of the model's
     weights (cosine above 0.999 between them: tests/unit/test_embedding_backends.py), so they are
-    one kind. An int8 export approximates it, each backend its own way, so each backend's int8 is a
-    kind of its own, searched only with vectors of that kind (README, Configuration).
+    one kind. ``embedding.precision`` bfloat16 computes that function with bfloat16 matrix
+    products: its passage vectors stay within a cosine of 0.999 of float32's and keep 0.99 of their
+    top-10 neighbours (bench/RESULTS.md, Embedding backends), so precision does not change the kind,
+    and a knowledge base built on a CPU with bfloat16 is searched and extended on one without. An
+    int8 export approximates it, each backend its own way (0.87 to 0.96 of the top 10), so each
+    backend's int8 is a kind of its own, searched only with vectors of that kind (README,
+    Configuration).
     """
     return "float32" if quantization == "none" else f"{backend} {quantization}"
 

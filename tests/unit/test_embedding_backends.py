@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from rag.config import EmbeddingConfig
-from rag.embedder import SentenceTransformerEmbedder
+from rag.embedder import SentenceTransformerEmbedder, resolve_precision
 from rag.errors import ManifestMismatchError
 from rag.manifest import Manifest, embedding_settings, vector_kind
 from rag.models import provision_folder
@@ -152,7 +152,9 @@ def test_on_a_gpu_a_float32_backend_runs_with_torch_and_int8_on_the_cpu(
 ) -> None:
     attached: list[tuple[str, str]] = []
 
-    def attach_export(model: Any, model_id: str, backend: str, quantization: str, data_dir: Path) -> Path:
+    def attach_export(
+        model: Any, model_id: str, backend: str, quantization: str, data_dir: Path, *, bfloat16: bool
+    ) -> Path:
         attached.append((backend, model.device.type))
         return data_dir
 
@@ -172,6 +174,73 @@ def test_on_a_gpu_a_float32_backend_runs_with_torch_and_int8_on_the_cpu(
     assert attached == [("onnx", "cpu")]  # moved to the CPU: torch cannot make int8 vectors
 
 
+# -- what the model computes in (embedding.precision) ---------------------------------------------
+
+
+def test_bfloat16_needs_a_runtime_that_has_it() -> None:
+    with pytest.raises(ValueError, match="precision 'bfloat16' needs backend 'torch' or 'openvino'"):
+        EmbeddingConfig(backend="onnx", precision="bfloat16")
+    assert EmbeddingConfig(backend="openvino", quantization="int8", precision="bfloat16").precision == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("precision", "backend", "device", "has_bfloat16", "expected"),
+    [
+        ("auto", "torch", "cpu", True, "bfloat16"),
+        ("auto", "openvino", "cpu", True, "bfloat16"),
+        ("auto", "torch", "cpu", False, "float32"),  # emulated bfloat16 is no faster
+        ("auto", "onnx", "cpu", True, "float32"),  # ONNX Runtime's CPU kernels are float32
+        ("auto", "torch", "cuda", True, "float32"),  # not measured on a GPU yet
+        ("float32", "torch", "cpu", True, "float32"),
+        ("bfloat16", "torch", "cpu", False, "bfloat16"),  # asked for: honoured
+        ("bfloat16", "torch", "cuda", False, "bfloat16"),
+    ],
+)
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_units(
+    precision: Any, backend: Any, device: str, has_bfloat16: bool, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rag.embedder.cpu_has_bfloat16", lambda: has_bfloat16)
+    assert resolve_precision(precision, backend, device) == expected
+
+
+@pytest.fixture(scope="module")
+def float32_and_bfloat16() -> tuple[Any, Any]:
+    """The real packaged model with torch, computing in float32 and in bfloat16 (autocast)."""
+    embedders = []
+    for precision in ("float32", "bfloat16"):
+        embedder = SentenceTransformerEmbedder(EmbeddingConfig(precision=precision, device="cpu"))
+        embedder.load()
+        embedders.append(embedder)
+    return embedders[0], embedders[1]
+
+
+def test_bfloat16_passage_vectors_are_float32_and_within_a_cosine_of_0_999_of_float32s(
+    float32_and_bfloat16: tuple[Any, Any],
+) -> None:
+    full, half = float32_and_bfloat16
+    assert (full.precision, half.precision) == ("float32", "bfloat16")
+    reference, vectors = full.embed_documents(SENTENCES), half.embed_documents(SENTENCES)
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (reference * vectors).sum(axis=1)
+    assert cosines.min() > 0.999, cosines  # the rule in rag.manifest.vector_kind rests on this
+    assert cosines.mean() < 1 - 1e-7, cosines  # bfloat16 did run: the vectors moved
+
+
+def test_queries_stay_float32_with_torch(float32_and_bfloat16: tuple[Any, Any]) -> None:
+    """One short query gains nothing from bfloat16: a bfloat16 embedder's queries are float32's."""
+    full, half = float32_and_bfloat16
+    assert np.array_equal(half.embed_queries(SENTENCES), full.embed_queries(SENTENCES))
+
+
+def test_bfloat16_is_per_embedder_not_left_on_for_others(float32_and_bfloat16: tuple[Any, Any]) -> None:
+    """Autocast is entered around each encode on the embedder's own thread: after a bfloat16
+    embedder ran, a float32 one (same process) still gives what it gave before."""
+    full, half = float32_and_bfloat16
+    before = full.embed_documents(SENTENCES)
+    half.embed_documents(SENTENCES)
+    assert np.array_equal(full.embed_documents(SENTENCES), before)
+
+
 # -- the real exports, in a child process ------------------------------------------------------
 # ONNX Runtime and OpenVINO start thread pools that stay in the process that loaded them; in the
 # whole suite a later test that signals its own process (test_serve's Ctrl-C) then died with a
@@ -186,8 +255,10 @@ from rag.config import load_config
 
 sentences, data_dir, backend, quantization = json.loads(sys.argv[1])
 def config(backend, quantization):
+    # float32 compute throughout: what is compared is the export, not embedding.precision's auto
     return load_config(overrides={"data_dir": data_dir, "embedding.backend": backend,
-                                  "embedding.quantization": quantization}, environ={})
+                                  "embedding.quantization": quantization, "embedding.precision": "float32"},
+                       environ={})
 reference = Components(config("torch", "none")).embedder()
 documents, queries = reference.embed_documents(sentences), reference.embed_queries(sentences)
 first = Components(config(backend, quantization)).embedder()
