@@ -251,7 +251,10 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int) -> Result:
 
     if kb_dir.exists() and any(kb_dir.iterdir()):
         raise RuntimeError(f"{kb_dir} is not empty")
-    config = load_config(overrides={"kb_dir": str(kb_dir), "ingest.workers": workers}, environ={})
+    # OCR off: the extract stage it is weighed against reads text layers only (one page of the
+    # filings, a signature scan, would otherwise be read by OCR in every copy; bench/ocr.py measures OCR).
+    overrides = {"kb_dir": str(kb_dir), "ingest.workers": workers, "ingest.ocr": "off"}
+    config = load_config(overrides=overrides, environ={})
     with _TreeRssSampler() as sampler:
         loading = time.perf_counter()
         embedder = Components(config).embedder()
