@@ -47,6 +47,7 @@ def corpus_cache_key(dataset: EvalDataset, config: AppConfig) -> str:
         **embedding_settings(config.embedding),
         "chunking": config.chunking.model_dump(mode="json"),
         "pdf_text": config.ingest.pdf_text,
+        "ocr": config.ingest.model_dump(mode="json", include={"ocr", "ocr_engine", "ocr_min_chars", "ocr_dpi"}),
         "index": config.index.model_dump(mode="json", include={"kind", "ivf_nlist", "hnsw_m"}),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]

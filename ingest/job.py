@@ -26,11 +26,11 @@ import re
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import Any, TypeVar
 
 from pebble import ProcessExpired, ProcessFuture, ProcessPool
 from pydantic import BaseModel, Field
@@ -38,15 +38,28 @@ from pydantic import BaseModel, Field
 from ingest.chunking import chunk_pages
 from ingest.discovery import discover
 from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader, configured_loaders, loader_for
-from ingest.progress import FileEvent, IngestReporter, NullReporter
+from ingest.ocr import (
+    ENGINE_TITLES,
+    OCR_OFF,
+    OcrSettings,
+    OcrText,
+    OcrUnavailable,
+    check_engine,
+    pages_to_read,
+    read_pages,
+    with_ocr_text,
+)
+from ingest.progress import FileEvent, IngestReporter, NullReporter, shown_path
 from rag.config import AppConfig, IngestConfig, PdfTextEngine
 from rag.context import indexed_text, page_contexts
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
 from rag.faults import crash_point
-from rag.records import FailedFile, TextlessFile
+from rag.records import FailedFile, OcrFile, TextlessFile
 from rag.store import KnowledgeBaseWriter, StoredDocument, document_id_for, utc_now
 from rag.types import Chunk, Document, LoadedDocument, Page
+
+Answer = TypeVar("Answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,17 @@ class FileLoad:
     document: LoadedDocument | None = None
     unchanged: bool = False
     error: str | None = None
-    textless_pages: tuple[int, ...] = ()  # numbered pages with no text (scanned pages of a text PDF)
+    textless_pages: tuple[int, ...] = ()  # numbered pages with no text (blank, or scans OCR found nothing on)
+    ocr_pages: tuple[int, ...] = ()  # numbered pages whose text OCR read
+    ocr_pending: tuple[int, ...] = ()  # numbered pages still to be read by OCR (the job's second step)
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedPages:
+    """A loader worker's answer for the scanned pages of one file: what OCR read, or why not."""
+
+    found: dict[int, OcrText]
+    error: str | None = None
 
 
 class IngestSummary(BaseModel):
@@ -73,7 +96,9 @@ class IngestSummary(BaseModel):
     skipped: int = 0
     failed: list[FailedFile] = []
     pages_without_text: list[TextlessFile] = []
+    pages_read_by_ocr: list[OcrFile] = []
     pages: int = 0
+    ocr_pages: int = 0
     new_chunks: int = Field(default=0, exclude=True)  # the run's own count, not reported
     documents: int = 0
     chunks: int = 0
@@ -94,6 +119,7 @@ def read_file(
     pdf_text: PdfTextEngine = "pdfium",
     *,
     memory_mb: float | None = None,
+    ocr: OcrSettings = OCR_OFF,
 ) -> FileLoad:
     """Read, hash and (if the content is new) extract one file. Runs in a worker process.
 
@@ -101,7 +127,95 @@ def read_file(
     file cannot stop a batch. At most ``max_bytes + 1`` bytes are read whatever the file's
     stat says (a growing file, ``/proc``). ``memory_mb`` (``ingest.file_memory_mb``, when
     the process runs under that limit) names the limit in the reason for a MemoryError.
+
+    A PDF's pages that OCR should read (``ocr``) are not read here: they come back in
+    ``FileLoad.ocr_pending``, for :func:`read_scanned_pages` under a time limit of their own,
+    and :func:`with_scanned_pages` then completes the load.
     """
+    read = _read_bounded(path, max_bytes)
+    if isinstance(read, FileLoad):
+        return read
+    data, mtime_ns = read
+    content_hash = hashlib.sha256(data).hexdigest()
+    base = FileLoad(path, len(data), mtime_ns, content_hash)
+    if content_hash == known_hash:
+        return replace(base, unchanged=True)
+    loader = loader_for(Path(path), configured_loaders(pdf_text, ocr))
+    if loader is None:
+        return replace(base, error="unsupported file type")
+    try:
+        if isinstance(loader, PdfLoader) and ocr.on:
+            document = loader.load_text_layer(Path(path), data)
+            pending = pages_to_read(data, document.pages, ocr)
+            if pending:
+                return replace(base, document=document, ocr_pending=pending)
+            document = loader.finish(Path(path), document)
+        else:
+            document = loader.load(Path(path), data)
+    except DocumentLoadError as exc:
+        return replace(base, error=exc.reason)
+    except MemoryError:
+        del data  # the traceback holds the parser's frames; the reason is all that goes back
+        return replace(base, error=_memory_reason(memory_mb))
+    except Exception as exc:  # noqa: BLE001 - a loader bug must not stop the batch
+        return replace(base, error=f"unexpected {type(exc).__name__}: {exc}")
+    return _loaded(base, document, max_bytes)
+
+
+def read_scanned_pages(
+    path: str,
+    content_hash: str,
+    numbers: tuple[int, ...],
+    max_bytes: int,
+    ocr: OcrSettings,
+    *,
+    memory_mb: float | None = None,
+) -> ScannedPages:
+    """Read pages ``numbers`` of the PDF at ``path`` by OCR. Runs in a worker process, after
+    :func:`read_file` named the pages; the file is read again and must still hash to
+    ``content_hash``. Never raises for a bad file (the reason travels back as the error)."""
+    read = _read_bounded(path, max_bytes)
+    if isinstance(read, FileLoad):
+        return ScannedPages({}, read.error)
+    data, _ = read
+    if hashlib.sha256(data).hexdigest() != content_hash:
+        return ScannedPages({}, "the file changed while it was being read; run again")
+    try:
+        return ScannedPages(read_pages(Path(path), data, numbers, ocr))
+    except OcrUnavailable as exc:
+        return ScannedPages({}, f"OCR cannot run: {exc}")
+    except MemoryError:
+        del data
+        return ScannedPages({}, _memory_reason(memory_mb))
+    except Exception as exc:  # noqa: BLE001 - an engine's bug must not stop the batch
+        return ScannedPages({}, f"unexpected {type(exc).__name__} in OCR: {exc}")
+
+
+def with_scanned_pages(load: FileLoad, scanned: ScannedPages, ocr: OcrSettings, max_bytes: int) -> FileLoad:
+    """``load`` (which had pages pending OCR) completed with what :func:`read_scanned_pages` found."""
+    assert load.document is not None
+    base = replace(load, document=None, ocr_pending=())
+    if scanned.error is not None:
+        return replace(base, error=scanned.error)
+    loader = PdfLoader(ocr=ocr)
+    try:
+        document = loader.finish(Path(load.path), with_ocr_text(load.document, scanned.found, ocr.mode))
+    except DocumentLoadError as exc:
+        return replace(base, error=exc.reason)
+    return _loaded(base, document, max_bytes)
+
+
+def _loaded(base: FileLoad, document: LoadedDocument, max_bytes: int) -> FileLoad:
+    """``base`` with its loaded ``document``, its pages without text and its pages read by OCR."""
+    if sum(len(page.text) for page in document.pages) > max_bytes:  # a zip bomb's text would swamp the parent
+        return replace(base, error=f"its text is larger than ingest.max_file_mb ({max_bytes / 1e6:g} MB)")
+    textless = tuple(page.number for page in document.pages if page.number is not None and not page.text.strip())
+    scanned = tuple(page.number for page in document.pages if page.number is not None and page.read_by_ocr)
+    return replace(base, document=document, textless_pages=textless, ocr_pages=scanned)
+
+
+def _read_bounded(path: str, max_bytes: int) -> tuple[bytes, int] | FileLoad:
+    """The bytes of the regular file ``path`` and its mtime, or a FileLoad that says why not."""
     too_large = f"larger than ingest.max_file_mb ({max_bytes / 1e6:g} MB)"
     try:
         # O_NONBLOCK: a FIFO put in the file's place after discovery must not block open()
@@ -117,26 +231,7 @@ def read_file(
         return FileLoad(path, error=f"cannot read: {exc.strerror or exc}")
     if len(data) > max_bytes:
         return FileLoad(path, len(data), error=too_large)
-    content_hash = hashlib.sha256(data).hexdigest()
-    base = FileLoad(path, len(data), status.st_mtime_ns, content_hash)
-    if content_hash == known_hash:
-        return replace(base, unchanged=True)
-    loader = loader_for(Path(path), configured_loaders(pdf_text))
-    if loader is None:
-        return replace(base, error="unsupported file type")
-    try:
-        document = loader.load(Path(path), data)
-    except DocumentLoadError as exc:
-        return replace(base, error=exc.reason)
-    except MemoryError:
-        del data  # the traceback holds the parser's frames; the reason is all that goes back
-        return replace(base, error=_memory_reason(memory_mb))
-    except Exception as exc:  # noqa: BLE001 - a loader bug must not stop the batch
-        return replace(base, error=f"unexpected {type(exc).__name__}: {exc}")
-    if sum(len(page.text) for page in document.pages) > max_bytes:  # a zip bomb's text would swamp the parent
-        return replace(base, error=f"its text is larger than ingest.max_file_mb ({max_bytes / 1e6:g} MB)")
-    textless = tuple(page.number for page in document.pages if page.number is not None and not page.text.strip())
-    return replace(base, document=document, textless_pages=textless)
+    return data, status.st_mtime_ns
 
 
 def _read_at_most(handle: Any, limit: int, first: int) -> bytes:
@@ -193,7 +288,15 @@ def _start_worker(memory_mb: float) -> None:
         logging.getLogger(__name__).warning("ingest.file_memory_mb cannot apply here: %s", exc)
 
 
-def load_files(todo: Sequence[tuple[str, str | None]], settings: IngestConfig) -> Iterator[FileLoad]:
+OcrAnnouncer = Callable[[str, int], None]
+
+
+def load_files(
+    todo: Sequence[tuple[str, str | None]],
+    settings: IngestConfig,
+    ocr: OcrSettings = OCR_OFF,
+    announce: OcrAnnouncer | None = None,
+) -> Iterator[FileLoad]:
     """Load ``(path, known_hash)`` pairs in order, ``settings.workers`` processes at a time.
 
     At most ``2 * workers + 2`` files are in flight, so memory stays bounded however many
@@ -201,12 +304,22 @@ def load_files(todo: Sequence[tuple[str, str | None]], settings: IngestConfig) -
     ``settings.file_memory_mb``: a worker past either is killed (or dies) and is replaced,
     and the file alone comes back failed, with a reason naming the setting. With
     ``workers == 0`` files are loaded in this process, with no bounds but ``max_file_mb``.
+
+    A PDF with pages for OCR (``ocr``) is loaded in two steps: its text, then its scanned pages
+    in a second task, under ``settings.ocr_page_timeout_s`` per page (and the same memory
+    limit); ``announce(path, pages)`` is called as that second step starts.
     """
     max_bytes = int(settings.max_file_mb * 1e6)
     if settings.workers == 0:
         _quiet_pdf_warnings()
         for path, known in todo:
-            yield read_file(path, known, max_bytes, settings.pdf_text)
+            load = read_file(path, known, max_bytes, settings.pdf_text, ocr=ocr)
+            if load.ocr_pending:
+                if announce is not None:
+                    announce(path, len(load.ocr_pending))
+                scanned = read_scanned_pages(path, load.content_hash, load.ocr_pending, max_bytes, ocr)
+                load = with_scanned_pages(load, scanned, ocr, max_bytes)
+            yield load
         return
     pool = ProcessPool(
         max_workers=settings.workers,
@@ -223,14 +336,35 @@ def load_files(todo: Sequence[tuple[str, str | None]], settings: IngestConfig) -
                 future = pool.schedule(
                     read_file,
                     args=(path, known, max_bytes, settings.pdf_text),
-                    kwargs={"memory_mb": settings.file_memory_mb},
+                    kwargs={"memory_mb": settings.file_memory_mb, "ocr": ocr},
                     timeout=settings.file_timeout_s,
                 )
                 pending.append((path, future))
             if not pending:
                 return
             path, future = pending.popleft()
-            yield _worker_answer(path, future, settings)
+            timed_out = f"took longer than {settings.file_timeout_s:g} s (ingest.file_timeout_s)"
+            answer = _worker_answer(future, settings, timed_out)
+            load = FileLoad(path, error=answer) if isinstance(answer, str) else answer
+            if load.ocr_pending:
+                if announce is not None:
+                    announce(path, len(load.ocr_pending))
+                limit = settings.ocr_page_timeout_s * len(load.ocr_pending)
+                task = pool.schedule(
+                    read_scanned_pages,
+                    args=(path, load.content_hash, load.ocr_pending, max_bytes, ocr),
+                    kwargs={"memory_mb": settings.file_memory_mb},
+                    timeout=limit,
+                )
+                count = len(load.ocr_pending)
+                timed_out = (
+                    f"reading its {count} scanned page{'s' if count > 1 else ''} by OCR took longer than {limit:g} s "
+                    "(ingest.ocr_page_timeout_s per page)"
+                )
+                found = _worker_answer(task, settings, timed_out)
+                scanned = ScannedPages({}, found) if isinstance(found, str) else found
+                load = with_scanned_pages(load, scanned, ocr, max_bytes)
+            yield load
     finally:
         pool.stop()  # kills the workers still busy (the consumer stopped early)
         pool.join()
@@ -246,19 +380,18 @@ def _exit_cause(exitcode: int) -> str:
         return f"signal {-exitcode}"
 
 
-def _worker_answer(path: str, future: ProcessFuture[FileLoad], settings: IngestConfig) -> FileLoad:
-    """The worker's FileLoad, or why there is none: the time limit, or a worker that died."""
+def _worker_answer(future: ProcessFuture[Answer], settings: IngestConfig, timed_out: str) -> Answer | str:
+    """The worker's answer, or why there is none: ``timed_out`` for the time limit, or a worker
+    that died."""
     try:
         return future.result()
     except TimeoutError:
-        return FileLoad(path, error=f"took longer than {settings.file_timeout_s:g} s (ingest.file_timeout_s)")
+        return timed_out
     except ProcessExpired as exc:
         cause = _exit_cause(exc.exitcode)
-        return FileLoad(
-            path, error=f"the loader process died ({cause}): {_memory_reason(settings.file_memory_mb)}, or crashed"
-        )
-    except Exception as exc:  # noqa: BLE001 - read_file never raises: this is the pool (an answer too big to send)
-        return FileLoad(path, error=f"unexpected {type(exc).__name__}: {exc}")
+        return f"the loader process died ({cause}): {_memory_reason(settings.file_memory_mb)}, or crashed"
+    except Exception as exc:  # noqa: BLE001 - the workers never raise: this is the pool (an answer too big to send)
+        return f"unexpected {type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -347,7 +480,14 @@ class _Ingestion:
                 if load.textless_pages:
                     entry = TextlessFile(path=load.path, pages=list(load.textless_pages), of=pages)
                     self.summary.pages_without_text.append(entry)
-                event = FileEvent(load.path, pending.outcome, load.size_bytes, pages, count, None, load.textless_pages)
+                if load.ocr_pages:
+                    self.summary.ocr_pages += len(load.ocr_pages)
+                    engine = next(page.ocr_engine for page in pending.pages if page.ocr_engine is not None)
+                    scanned = OcrFile(path=load.path, pages=list(load.ocr_pages), of=pages, engine=engine)
+                    self.summary.pages_read_by_ocr.append(scanned)
+                event = FileEvent(
+                    load.path, pending.outcome, load.size_bytes, pages, count, None, load.textless_pages, load.ocr_pages
+                )
                 self.reporter.file_done(event)
             self._batch.clear()
             self._batch_chunks = 0
@@ -381,14 +521,22 @@ class _Ingestion:
 def _pdfs_to_extract_again(
     writer: KnowledgeBaseWriter, stored: dict[str, StoredDocument], config: AppConfig
 ) -> list[str]:
-    """The stored PDFs whose text must be extracted again for ``--reindex``: all of them when the
-    knowledge base was built with another ``ingest.pdf_text`` (re-chunking their stored pages
-    would keep the old extraction), as long as the file is still there to read."""
+    """The stored PDFs whose text must be extracted again for ``--reindex``, as long as the file is
+    still there to read: all of them when the knowledge base was built with another
+    ``ingest.pdf_text`` (re-chunking their stored pages would keep the old extraction); else, with
+    ``ingest.ocr`` on, those with pages stored without text (scanned pages stored before OCR was
+    on, which OCR may now read)."""
     built_with = writer.built_with
-    if built_with is None or built_with.pdf_text == config.ingest.pdf_text:
+    if built_with is not None and built_with.pdf_text != config.ingest.pdf_text:
+        wanted = set(stored)
+    elif config.ingest.ocr != "off":
+        wanted = writer.sources_with_empty_pages()
+    else:
         return []
     return [
-        source for source in stored if Path(source).suffix.lower() in PdfLoader.extensions and Path(source).is_file()
+        source
+        for source in stored
+        if source in wanted and Path(source).suffix.lower() in PdfLoader.extensions and Path(source).is_file()
     ]
 
 
@@ -405,10 +553,13 @@ def run_ingest(
 
     ``embedder`` must be loaded. ``prune`` removes stored documents whose files no longer
     exist; ``reindex`` first re-embeds every stored document (after a model or chunking
-    change). Bad files are reported in the summary, never raised.
+    change). Bad files are reported in the summary, never raised. Raises ConfigError when
+    ``ingest.ocr`` is on and its engine cannot run here (before anything is read).
     """
     reporter = reporter or NullReporter()
     started = time.monotonic()
+    ocr = OcrSettings.of(config.ingest)
+    check_engine(ocr)
     found = discover(paths, SUPPORTED_EXTENSIONS, exclude=config.kb_dir)
     with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=embedder.dimension, reindex=reindex) as writer:
         job = _Ingestion(config, embedder, writer, reporter)
@@ -449,7 +600,13 @@ def run_ingest(
 
         reporter.start(len(todo), total_bytes)
         try:
-            for load in load_files(todo, config.ingest):
+            engine = ENGINE_TITLES[ocr.engine]
+
+            def announce(path: str, pages: int) -> None:
+                plural = "s" if pages > 1 else ""
+                reporter.message(f"reading {pages} scanned page{plural} of {shown_path(path)} by OCR ({engine})")
+
+            for load in load_files(todo, config.ingest, ocr, announce):
                 crash_point("loaded")
                 known = stored.get(load.path)
                 if load.error is not None:

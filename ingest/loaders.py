@@ -31,6 +31,7 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 from pypdf import PasswordType
 
+from ingest.ocr import OCR_OFF, OcrSettings, OcrUnavailable, pages_to_read, read_pages, with_ocr_text
 from rag.config import PdfTextEngine
 from rag.errors import DocumentLoadError
 from rag.pdfium import PDFIUM_LOCK
@@ -38,7 +39,8 @@ from rag.types import LoadedDocument, Page
 
 logger = logging.getLogger(__name__)
 
-NO_PDF_TEXT = "no extractable text (scanned images? OCR is not supported)"
+NO_PDF_TEXT = "no extractable text (scanned images? ingest.ocr is off)"
+NO_PDF_TEXT_AFTER_OCR = "no text: its pages have no text layer, and OCR found none on them"
 _BINARY = "binary data, not text"
 _SNIFF_BYTES = 8192
 _MAX_MESSAGE = 120
@@ -160,16 +162,34 @@ class PdfLoader:
 
     ``Page.label`` is set only when the PDF defines page labels. PDFs encrypted with an
     empty user password (common for SEC filings) load like any other.
+
+    ``ocr`` (``ingest.ocr*``, off by default here) has scanned pages read by OCR
+    (:mod:`ingest.ocr`); the ingestion job does the same in two steps, :meth:`load_text_layer` and
+    then :func:`ingest.ocr.read_pages` under a time limit of its own, then :meth:`finish`.
     """
 
     mime_type: str = "application/pdf"
     extensions: tuple[str, ...] = (".pdf",)
 
-    def __init__(self, text_engine: PdfTextEngine = "pdfium") -> None:
+    def __init__(self, text_engine: PdfTextEngine = "pdfium", ocr: OcrSettings = OCR_OFF) -> None:
         self.text_engine: PdfTextEngine = text_engine
+        self.ocr = ocr
 
     def load(self, path: Path, data: bytes) -> LoadedDocument:
-        """Load every page's text; raise DocumentLoadError for a bad or textless PDF."""
+        """Load every page's text (scanned pages by OCR when ``ocr`` says so); raise
+        DocumentLoadError for a bad PDF, or one in which no page has text."""
+        document = self.load_text_layer(path, data)
+        wanted = pages_to_read(data, document.pages, self.ocr)
+        if wanted:
+            try:
+                found = read_pages(path, data, wanted, self.ocr)
+            except OcrUnavailable as exc:
+                raise DocumentLoadError(path, f"OCR cannot run: {exc}") from None
+            document = with_ocr_text(document, found, self.ocr.mode)
+        return self.finish(path, document)
+
+    def load_text_layer(self, path: Path, data: bytes) -> LoadedDocument:
+        """Every page's text as the file holds it, with no OCR and no check that there is any."""
         _require_bytes(path, data)
         if not data[:1024].lstrip(_LEADING_JUNK).startswith(b"%PDF"):
             raise DocumentLoadError(path, "not a PDF file")
@@ -187,9 +207,13 @@ class PdfLoader:
         if texts is None:
             texts = [_page_text(path, reader, i) for i in range(page_count)]
         pages = tuple(Page(i + 1, texts[i], labels[i]) for i in range(page_count))
-        if not any(page.text.strip() for page in pages):
-            raise DocumentLoadError(path, NO_PDF_TEXT)
         return LoadedDocument(_pdf_title(reader, path), self.mime_type, pages)
+
+    def finish(self, path: Path, document: LoadedDocument) -> LoadedDocument:
+        """``document`` as loaded; raise DocumentLoadError when none of its pages has text."""
+        if not any(page.text.strip() for page in document.pages):
+            raise DocumentLoadError(path, NO_PDF_TEXT_AFTER_OCR if self.ocr.on else NO_PDF_TEXT)
+        return document
 
 
 def _pdfium_texts(path: Path, data: bytes, page_count: int) -> list[str] | None:
@@ -500,9 +524,10 @@ def _docx_title(document: DocxDocument) -> str | None:
 # --- registry -------------------------------------------------------------------------
 
 
-def configured_loaders(pdf_text: PdfTextEngine) -> tuple[Loader, ...]:
-    """One loader per supported type, PDFs' text extracted by ``pdf_text`` (``ingest.pdf_text``)."""
-    return (PdfLoader(pdf_text), TextLoader(), MarkdownLoader(), HtmlLoader(), DocxLoader())
+def configured_loaders(pdf_text: PdfTextEngine, ocr: OcrSettings = OCR_OFF) -> tuple[Loader, ...]:
+    """One loader per supported type, PDFs' text extracted by ``pdf_text`` (``ingest.pdf_text``) and
+    their scanned pages read as ``ocr`` says (``ingest.ocr*``)."""
+    return (PdfLoader(pdf_text, ocr), TextLoader(), MarkdownLoader(), HtmlLoader(), DocxLoader())
 
 
 DEFAULT_LOADERS: tuple[Loader, ...] = configured_loaders("pdfium")

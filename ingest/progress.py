@@ -24,7 +24,9 @@ class FileEvent:
     """One file's outcome: ``added``, ``updated``, ``unchanged``, ``removed`` or ``failed``.
 
     ``textless_pages``: the numbers of the pages of an added or updated file that have no text
-    (scanned pages inside a text PDF); they are stored empty and never found by a search.
+    (blank pages, or scans OCR found no text on, or did not read with ``ingest.ocr = "off"``); they
+    are stored empty and never found by a search. ``ocr_pages``: the numbers of the pages whose
+    text OCR read off their pictures (scanned pages).
     """
 
     path: str
@@ -34,6 +36,7 @@ class FileEvent:
     chunks: int = 0
     reason: str | None = None
     textless_pages: tuple[int, ...] = ()
+    ocr_pages: tuple[int, ...] = ()
 
 
 class IngestReporter(Protocol):
@@ -82,13 +85,25 @@ def shown_path(path: str) -> str:
     return "".join(shown)
 
 
+def _page_numbers(numbers: tuple[int, ...]) -> str:
+    """The first few page numbers, e.g. "5, 6, 9" or "1, 2, 3, 4, 5, 6, 7, 8, ..."."""
+    shown = ", ".join(str(n) for n in numbers[:_SHOWN_PAGE_NUMBERS])
+    return shown + (", ..." if len(numbers) > _SHOWN_PAGE_NUMBERS else "")
+
+
 def textless_note(pages: int, textless_pages: tuple[int, ...]) -> str:
-    """The note on an ingested file's textless pages, e.g. "3 of 40 pages have no text (scanned?
-    OCR is not supported): 5, 6, 9" (the first few page numbers)."""
-    numbers = ", ".join(str(n) for n in textless_pages[:_SHOWN_PAGE_NUMBERS])
-    more = ", ..." if len(textless_pages) > _SHOWN_PAGE_NUMBERS else ""
+    """The note on an ingested file's textless pages, e.g. "3 of 40 pages have no text (blank, or
+    scanned with no text OCR could read; see ingest.ocr): 5, 6, 9" (the first few page numbers)."""
     verb = "has" if len(textless_pages) == 1 else "have"
-    return f"{len(textless_pages)} of {pages} pages {verb} no text (scanned? OCR is not supported): {numbers}{more}"
+    return (
+        f"{len(textless_pages)} of {pages} pages {verb} no text (blank, or scanned with no text OCR could read; "
+        f"see ingest.ocr): {_page_numbers(textless_pages)}"
+    )
+
+
+def ocr_note(pages: int, ocr_pages: tuple[int, ...]) -> str:
+    """The note on an ingested file's pages read by OCR, e.g. "2 of 40 pages read by OCR: 7, 8"."""
+    return f"{len(ocr_pages)} of {pages} pages read by OCR: {_page_numbers(ocr_pages)}"
 
 
 def describe(event: FileEvent) -> str:
@@ -98,6 +113,8 @@ def describe(event: FileEvent) -> str:
         return f"failed     {path}: {event.reason}"
     if event.outcome in ("added", "updated"):
         line = f"{event.outcome:<10} {path} ({event.pages} pages, {event.chunks} chunks)"
+        if event.ocr_pages:
+            line += f"; {ocr_note(event.pages, event.ocr_pages)}"
         return line + (f"; {textless_note(event.pages, event.textless_pages)}" if event.textless_pages else "")
     return f"{event.outcome:<10} {path}"
 
@@ -145,7 +162,7 @@ class RichReporter:
             transient=False,
         )
         self._task: TaskID | None = None
-        self._files = self._done = self._pages = self._chunks = 0
+        self._files = self._done = self._pages = self._ocr_pages = self._chunks = 0
         self._started = time.monotonic()
 
     def start(self, files: int, total_bytes: int) -> None:
@@ -164,9 +181,11 @@ class RichReporter:
             return
         self._done += 1
         self._pages += event.pages
+        self._ocr_pages += len(event.ocr_pages)
         self._chunks += event.chunks
         rate = self._chunks / max(time.monotonic() - self._started, 1e-9)
-        stats = f"pages {self._pages} · chunks {self._chunks} · {rate:.1f} chunks/s"
+        ocr = f" ({self._ocr_pages} by OCR)" if self._ocr_pages else ""
+        stats = f"pages {self._pages}{ocr} · chunks {self._chunks} · {rate:.1f} chunks/s"
         self._progress.update(self._task, advance=event.size_bytes, description=self._description(), stats=stats)
 
     def message(self, text: str) -> None:

@@ -38,6 +38,8 @@ DEFAULT_GENERATOR_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 ChunkContext = Literal["page", "document", "none"]
 PdfTextEngine = Literal["pdfium", "pypdf"]
+OcrMode = Literal["auto", "off", "force"]
+OcrEngineName = Literal["auto", "rapidocr", "tesseract"]
 PageScoring = Literal["max", "sum", "none"]
 CitationMode = Literal["constrained", "inline", "attributed"]
 EmbeddingBackend = Literal["torch", "onnx", "openvino"]
@@ -158,6 +160,38 @@ class IngestConfig(_Section):
         "pdfium",
         description="Who extracts a PDF page's text: pdfium (a table row's label and numbers stay on one line; "
         "about 19x faster on SEC filings) or pypdf (each table cell on a line of its own). Recorded in the manifest.",
+    )
+    ocr: OcrMode = Field(
+        "auto",
+        description="Scanned pages: auto: a PDF page whose text layer has fewer than ocr_min_chars characters and "
+        "that draws something besides text (a scan is a picture) is drawn at ocr_dpi and read by OCR, and OCR's "
+        "text is kept when it finds more; force: every page that draws anything is read by OCR, and its text "
+        "replaces the text layer's where it finds any; off: no OCR (a PDF with no text layer fails, and its "
+        "textless pages are stored empty). Applies to files read from now on; `rag ingest --reindex` also reads "
+        "again the stored PDFs that have pages without text.",
+    )
+    ocr_engine: OcrEngineName = Field(
+        "auto",
+        description="Who reads scanned pages: tesseract (Debian's tesseract-ocr, which `make install` installs "
+        "where apt is available) or rapidocr (PP-OCR models inside the rapidocr package, run by ONNX Runtime); "
+        "auto: tesseract when its program is installed, else rapidocr. On 300-dpi pictures of SEC filings' pages "
+        "both read 99% of the characters right, and tesseract is about 3.7x faster (bench/RESULTS.md, OCR).",
+    )
+    ocr_min_chars: int = Field(
+        32,
+        ge=1,
+        description="ocr = auto: a PDF page with fewer characters (not counting spaces) in its text layer is read "
+        "by OCR.",
+    )
+    ocr_dpi: int = Field(
+        300, ge=72, le=600, description="Resolution at which a page is drawn for OCR (300 suits both engines)."
+    )
+    ocr_page_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Time allowed per page read by OCR: a file's OCR runs in a loader worker after its text is "
+        "read, and is stopped (the file reported) past this many seconds times its pages to read. One core "
+        "reads a page in about 6 s (tesseract) or 21 s (rapidocr).",
     )
 
 

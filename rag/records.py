@@ -141,6 +141,16 @@ class TextlessFile(Record):
     of: int
 
 
+class OcrFile(Record):
+    """A stored file with numbered ``pages`` (of ``of``) whose text OCR read off their pictures,
+    and the OCR ``engine``."""
+
+    path: str
+    pages: list[int]
+    of: int
+    engine: str
+
+
 def rounded(timings: dict[str, float]) -> dict[str, float]:
     """Timings (seconds) rounded as every record rounds them."""
     return {key: round(value, _DIGITS) for key, value in timings.items()}

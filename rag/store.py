@@ -54,7 +54,7 @@ from rag.index import FaissIndex, Vectors
 from rag.keyword import Bm25Index
 from rag.manifest import FORMAT_VERSION, Manifest
 from rag.records import FailedFile
-from rag.types import Chunk, Document, Page, ScoredChunk
+from rag.types import Chunk, Document, Page, ScoredChunk, TextBox
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ CREATE TABLE IF NOT EXISTS pages (
     number INTEGER,
     label TEXT,
     text TEXT NOT NULL,
+    ocr_engine TEXT,
+    ocr_boxes TEXT,
     PRIMARY KEY (document_id, ordinal)
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -171,6 +173,7 @@ class RunInfo:
 class KnowledgeBaseStats:
     documents: int
     pages: int
+    ocr_pages: int  # pages whose text OCR read
     chunks: int
     embedding_model: str
     dimension: int
@@ -262,6 +265,40 @@ def _row_to_chunk(row: Sequence[Any]) -> Chunk:
     )
 
 
+def _has_ocr_columns(db: sqlite3.Connection) -> bool:
+    """Whether the pages table has its OCR columns: a knowledge base written before OCR has them
+    only once its next writer adds them (a reader cannot), and its pages read as not OCR's."""
+    return "ocr_boxes" in {row[1] for row in db.execute("PRAGMA table_info(pages)")}
+
+
+def _page_columns(db: sqlite3.Connection) -> str:
+    """The columns of a page row, as :func:`_row_to_page` reads them."""
+    return "number, text, label, " + ("ocr_engine, ocr_boxes" if _has_ocr_columns(db) else "NULL, NULL")
+
+
+def _row_to_page(row: Sequence[Any]) -> Page:
+    return Page(number=row[0], text=row[1], label=row[2], ocr_engine=row[3], boxes=_boxes_from_json(row[4]))
+
+
+def _boxes_to_json(boxes: Sequence[TextBox]) -> str | None:
+    """``[[start, end, left, top, right, bottom], ...]``, or None for a page with no boxes."""
+    if not boxes:
+        return None
+    return json.dumps([[b.start, b.end, b.left, b.top, b.right, b.bottom] for b in boxes], separators=(",", ":"))
+
+
+def _boxes_from_json(value: str | None) -> tuple[TextBox, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(
+            TextBox(int(a), int(b), float(c), float(d), float(e), float(f)) for a, b, c, d, e, f in json.loads(value)
+        )
+    except (ValueError, TypeError):
+        logger.warning("a page's OCR boxes do not read; its picture is shown without marks")
+        return ()
+
+
 _DOCUMENT_COLUMNS = "id, source, content_hash, mime_type, title, page_count, size_bytes, mtime_ns, ingested_at"
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, c.page, c.page_label, c.start, c.end, c.token_count, c.text"
 
@@ -331,9 +368,9 @@ class KnowledgeBase:
         """The stored text of one page (``None`` is the single page of a file without pages)."""
         with self._snapshot() as db:
             row = db.execute(
-                "SELECT number, text, label FROM pages WHERE document_id = ? AND number IS ?", (document_id, number)
+                f"SELECT {_page_columns(db)} FROM pages WHERE document_id = ? AND number IS ?", (document_id, number)
             ).fetchone()
-        return Page(row[0], row[1], row[2]) if row is not None else None
+        return _row_to_page(row) if row is not None else None
 
     def load_index(self, config: AppConfig) -> FaissIndex:
         """The index of the committed generation, consistent with the SQLite rows."""
@@ -436,11 +473,15 @@ class KnowledgeBase:
             manifest = read_manifest(db, self.directory)
             assert manifest is not None
             pages = db.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+            ocr_pages = 0
+            if _has_ocr_columns(db):
+                ocr_pages = db.execute("SELECT COUNT(*) FROM pages WHERE ocr_engine IS NOT NULL").fetchone()[0]
             last_run = _last_run(db)
         size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
         return KnowledgeBaseStats(
             documents=manifest.documents,
             pages=pages,
+            ocr_pages=ocr_pages,
             chunks=manifest.chunks,
             embedding_model=manifest.embedding_model,
             dimension=manifest.dimension,
@@ -626,9 +667,17 @@ class KnowledgeBaseWriter:
 
     def stored_pages(self, document_id: str) -> list[Page]:
         rows = self._db.execute(
-            "SELECT number, text, label FROM pages WHERE document_id = ? ORDER BY ordinal", (document_id,)
+            f"SELECT {_page_columns(self._db)} FROM pages WHERE document_id = ? ORDER BY ordinal", (document_id,)
         ).fetchall()
-        return [Page(number=row[0], text=row[1], label=row[2]) for row in rows]
+        return [_row_to_page(row) for row in rows]
+
+    def sources_with_empty_pages(self) -> set[str]:
+        """The source paths of stored documents with a numbered page stored without text."""
+        rows = self._db.execute(
+            "SELECT DISTINCT d.source FROM pages p JOIN documents d ON d.id = p.document_id "
+            "WHERE p.number IS NOT NULL AND trim(p.text, ' ' || char(9, 10, 12, 13)) = ''"
+        ).fetchall()
+        return {row[0] for row in rows}
 
     def start_run(self) -> int:
         """Record a new run; it shows as ``running`` to readers until :meth:`finish_run`."""
@@ -677,8 +726,12 @@ class KnowledgeBaseWriter:
             ),
         )
         self._db.executemany(
-            "INSERT INTO pages (document_id, ordinal, number, label, text) VALUES (?, ?, ?, ?, ?)",
-            [(document.id, i, p.number, p.label, p.text) for i, p in enumerate(pages)],
+            "INSERT INTO pages (document_id, ordinal, number, label, text, ocr_engine, ocr_boxes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (document.id, i, p.number, p.label, p.text, p.ocr_engine, _boxes_to_json(p.boxes))
+                for i, p in enumerate(pages)
+            ],
         )
         self.put_chunks(chunks, vectors)
 
@@ -800,6 +853,10 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(chunks)")}
     if "context" not in columns:  # before page headers: the header was the document's, not stored
         db.execute("ALTER TABLE chunks ADD COLUMN context TEXT")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(pages)")}
+    for column in ("ocr_engine", "ocr_boxes"):  # before OCR: every page's text was its file's own
+        if column not in columns:
+            db.execute(f"ALTER TABLE pages ADD COLUMN {column} TEXT")
 
 
 def _indexed_chunks(db: sqlite3.Connection, manifest: Manifest) -> tuple[list[int], list[str]]:

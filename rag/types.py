@@ -13,6 +13,20 @@ CitationOrigin = Literal["model", "attributed"]
 
 
 @dataclass(frozen=True, slots=True)
+class TextBox:
+    """Where characters ``start:end`` of a page's text stand on the page: one line (or table cell)
+    that OCR recognised, as fractions of the page's width and height from its top left corner, so
+    the box fits a picture of the page drawn at any size."""
+
+    start: int
+    end: int
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """The text of one page of a source file.
 
@@ -20,11 +34,21 @@ class Page:
     whatever it prints on itself), or ``None`` for files that have no pages (text, Markdown,
     HTML, DOCX), which are loaded as a single page. ``label`` is the page label the document
     itself defines (for example ``"iv"`` or ``"A-3"``), only when it defines one.
+
+    ``ocr_engine`` names the OCR engine that read the text off a picture of the page (a scanned
+    page), or is ``None`` for text taken from the file itself; ``boxes`` then place the text's
+    recognised lines on the page, in text order (empty for text that is not OCR's).
     """
 
     number: int | None
     text: str
     label: str | None = None
+    ocr_engine: str | None = None
+    boxes: tuple[TextBox, ...] = ()
+
+    @property
+    def read_by_ocr(self) -> bool:
+        return self.ocr_engine is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ enough to real embeddings that texts sharing words score higher than texts that 
 ``FakeChatTokenizer`` counts words and renders a toy chat template; ``FakeGenerator`` returns
 canned answers and records which questions each call was given (``FakeEngineGenerator`` also
 remembers being loaded and closed, as in-process vLLM is); ``FakeComponents`` builds these in
-place of the real models; ``FakeIngestReporter`` records what an ingestion run reports.
+place of the real models; ``FakeIngestReporter`` records what an ingestion run reports;
+``FakeOcrEngine`` "reads" the same lines on every picture.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ingest.ocr import OcrLine
 from ingest.progress import FileEvent
 from rag.components import Components
 from rag.config import AppConfig, EmbeddingConfig
@@ -188,6 +191,7 @@ class FakeIngestReporter:
 
     def __init__(self, on_start: Callable[[], object] | None = None) -> None:
         self.events: list[FileEvent] = []
+        self.messages: list[str] = []
         self.started: tuple[int, int] | None = None
         self._on_start = on_start
 
@@ -200,7 +204,27 @@ class FakeIngestReporter:
         self.events.append(event)
 
     def message(self, text: str) -> None:
-        pass
+        self.messages.append(text)
 
     def finish(self) -> None:
         pass
+
+
+class FakeOcrEngine:
+    """A fake OCR engine (no model): every picture reads as ``lines``, each a text and its box as
+    fractions of the picture (left, top, right, bottom); the sizes of the pictures it was given
+    are kept in ``pictures``."""
+
+    name = "fake-ocr"
+
+    def __init__(self, lines: Sequence[tuple[str, float, float, float, float]]) -> None:
+        self._lines = list(lines)
+        self.pictures: list[tuple[int, int]] = []
+
+    def read(self, image: Any, dpi: int) -> list[OcrLine]:
+        width, height = image.size
+        self.pictures.append((width, height))
+        return [
+            OcrLine(text, left * width, top * height, right * width, bottom * height)
+            for text, left, top, right, bottom in self._lines
+        ]

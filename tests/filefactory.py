@@ -1,7 +1,8 @@
 """Make test input files on the fly: no network, no binary files shipped with the tests.
 
-Good files: :func:`make_pdf` (text pages, optional title, page labels, encryption) and
-:func:`make_docx`. Bad files: :func:`make_truncated_pdf`, :func:`make_corrupt_pdf`,
+Good files: :func:`make_pdf` (text pages, optional title, page labels, encryption),
+:func:`make_scanned_pdf` (pages that are pictures of text, as a scanner makes them, beside text
+pages) and :func:`make_docx`. Bad files: :func:`make_truncated_pdf`, :func:`make_corrupt_pdf`,
 :func:`make_fake_pdf`, :func:`make_binary_txt`. Hostile files (small on disk, costly to load):
 :func:`make_many_pages_pdf`, :func:`make_content_bomb_pdf`, :func:`make_docx_bomb`,
 :func:`make_billion_laughs_docx`, :func:`make_billion_laughs_html`. Every maker writes ``path``
@@ -82,6 +83,42 @@ def make_pdf(
         )
     with path.open("wb") as handle:
         writer.write(handle)
+    return path
+
+
+def scan_pdf(data: bytes, pages: Iterable[int] | None = None, dpi: int = 300) -> bytes:
+    """The PDF ``data`` with pages ``pages`` (1-based; all by default) replaced by pictures of
+    themselves drawn at ``dpi``, as a scanner makes them: grey JPEG images and no text layer."""
+    import pypdfium2 as pdfium
+
+    source = pdfium.PdfDocument(data)
+    try:
+        wanted = set(range(1, len(source) + 1) if pages is None else pages)
+        scans: dict[int, bytes] = {}
+        for number in sorted(wanted):
+            picture = source[number - 1].render(scale=dpi / 72, grayscale=True).to_pil()
+            out = io.BytesIO()
+            picture.save(out, format="PDF", resolution=float(dpi))
+            scans[number] = out.getvalue()
+        count = len(source)
+    finally:
+        source.close()
+    text = PdfReader(io.BytesIO(data))
+    writer = PdfWriter()
+    for number in range(1, count + 1):
+        writer.add_page(PdfReader(io.BytesIO(scans[number])).pages[0] if number in scans else text.pages[number - 1])
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_scanned_pdf(
+    path: Path | str, pages: list[str], *, scanned: Iterable[int] | None = None, dpi: int = 300
+) -> Path:
+    """Write a PDF with one page per string of ``pages`` (as :func:`make_pdf`), of which pages
+    ``scanned`` (1-based; all by default) are pictures of their text with no text layer."""
+    path = _prepare(path)
+    path.write_bytes(scan_pdf(_fpdf_bytes(pages, None), scanned, dpi))
     return path
 
 

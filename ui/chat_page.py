@@ -15,12 +15,13 @@ from typing import Any
 
 import streamlit as st
 
+from ingest.ocr import ENGINE_TITLES
 from ingest.progress import FileEvent, describe
 from rag.errors import KnowledgeBaseError, RagError
 from rag.pipeline import AnswerDelta
 from rag.store import database_damaged
 from rag.types import Answer, Citation, ScoredChunk
-from ui.pdf_pages import PageRenderError, render_pdf_page
+from ui.pdf_pages import Mark, PageRenderError, render_pdf_page, span_marks
 from ui.render import (
     answer_html,
     citation_title,
@@ -191,11 +192,22 @@ def _source(view: SourceView | None, quote: str, source: str, key: str) -> None:
         st.warning(f"{markdown_literal(file_name(source))} has changed or been removed since this answer was written.")
         return
     text = view.page.text
+    if view.page.ocr_engine is not None:
+        engine = ENGINE_TITLES.get(view.page.ocr_engine, view.page.ocr_engine)
+        st.caption(
+            f"Text read by OCR ({markdown_literal(engine)}) from a scan of the page: check a word on the picture "
+            "before relying on it."
+        )
     if view.is_pdf and view.page.number is not None:
         picture, words = st.columns([1, 1])
+        # A page read by OCR has no text for PDFium to search: its OCR boxes place the span instead.
+        marks = span_marks(view.page.boxes, view.start, view.end) if view.page.read_by_ocr else ()
         with picture:
             try:
-                st.image(_page_png(str(view.path), view.document.content_hash, view.page.number, quote))
+                png = _page_png(
+                    str(view.path), view.document.content_hash, view.page.number, "" if marks else quote, marks
+                )
+                st.image(png)
             except PageRenderError as exc:
                 st.warning(markdown_literal(str(exc)))
         with words:
@@ -222,10 +234,10 @@ def _download(view: SourceView, key: str) -> None:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _page_png(path: str, content_hash: str, page: int, quote: str) -> bytes:
-    """Cached per file content, page and quote: reruns and other sessions reuse the picture."""
+def _page_png(path: str, content_hash: str, page: int, quote: str, marks: tuple[Mark, ...] = ()) -> bytes:
+    """Cached per file content, page, quote and marks: reruns and other sessions reuse the picture."""
     del content_hash  # part of the cache key only: a changed file draws again
-    return render_pdf_page(Path(path), page, quote)
+    return render_pdf_page(Path(path), page, quote, marks=marks)
 
 
 def _sidebar(service: ChatService, facts: KnowledgeBaseFacts | None) -> ChatSettings:

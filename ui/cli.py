@@ -191,7 +191,7 @@ def _print_json(value: Any) -> None:
 
 def cmd_ingest(args: argparse.Namespace, components: Components, err: Console) -> int:
     from ingest.job import run_ingest
-    from ingest.progress import IngestReporter, LineReporter, RichReporter, shown_path, textless_note
+    from ingest.progress import IngestReporter, LineReporter, RichReporter, ocr_note, shown_path, textless_note
 
     if not args.paths and not args.reindex:
         raise UsageError("rag ingest needs a PATH (a file or folder), or --reindex to re-index what is stored")
@@ -206,6 +206,10 @@ def cmd_ingest(args: argparse.Namespace, components: Components, err: Console) -
             print(f"{len(summary.failed)} file(s) failed:")
             for failure in summary.failed:
                 print(f"  {shown_path(failure.path)}: {failure.reason}")
+        if summary.pages_read_by_ocr:
+            print(f"{summary.ocr_pages} scanned page(s) of {len(summary.pages_read_by_ocr)} file(s) read by OCR:")
+            for scanned in summary.pages_read_by_ocr:
+                print(f"  {shown_path(scanned.path)}: {ocr_note(scanned.of, tuple(scanned.pages))} ({scanned.engine})")
         if summary.pages_without_text:
             print(f"{len(summary.pages_without_text)} file(s) have pages without text, stored empty:")
             for textless in summary.pages_without_text:
@@ -286,6 +290,7 @@ def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> 
         "path": str(config.kb_dir),
         "documents": stats.documents,
         "pages": stats.pages,
+        "ocr_pages": stats.ocr_pages,
         "chunks": stats.chunks,
         "embedding_model": stats.embedding_model,
         "embedding_backend": backend,
@@ -300,7 +305,8 @@ def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> 
         _print_json(info)
         return EXIT_OK
     print(f"knowledge base   {info['path']}")
-    print(f"documents        {stats.documents} ({stats.pages} pages)")
+    scanned = f", {stats.ocr_pages} read by OCR" if stats.ocr_pages else ""
+    print(f"documents        {stats.documents} ({stats.pages} pages{scanned})")
     print(f"chunks           {stats.chunks}")
     print(
         f"embedding model  {stats.embedding_model} ({stats.dimension} dimensions, {backend}"

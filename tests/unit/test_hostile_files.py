@@ -224,7 +224,8 @@ def test_pages_without_text_are_counted_and_reported(folder: Path, make_config: 
     assert summary.as_dict()["pages_without_text"] == [{"path": source, "pages": [2, 4], "of": 4}]
     (event,) = [event for event in reporter.events if event.path == source]
     assert describe(event) == (
-        f"added      {source} (4 pages, 2 chunks); 2 of 4 pages have no text (scanned? OCR is not supported): 2, 4"
+        f"added      {source} (4 pages, 2 chunks); 2 of 4 pages have no text (blank, or scanned with no text OCR "
+        "could read; see ingest.ocr): 2, 4"
     )
     _assert_good_file_landed(summary, config)
 

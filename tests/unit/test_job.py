@@ -179,9 +179,9 @@ def test_changing_pdf_text_needs_a_reindex_that_extracts_the_pdfs_again(tmp_path
         extracted.append((self.text_engine, path.name))
         return original(self, path, data)
 
-    original = PdfLoader.load
+    original = PdfLoader.load_text_layer  # what every PDF's loading starts with, OCR or not
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PdfLoader, "load", loader_spy)
+        patch.setattr(PdfLoader, "load_text_layer", loader_spy)
         # the PDF is read again even from a run given other paths; the text file is re-chunked
         summary = run_ingest([folder / "notes.txt"], with_pdfium, FakeEmbedder(), reindex=True)
     assert extracted == [("pdfium", statement.name)]

@@ -167,8 +167,8 @@ def test_pdf_needing_a_password_is_rejected(tmp_path: Path) -> None:
 
 
 def test_pdf_without_text_is_rejected_as_scanned(tmp_path: Path) -> None:
-    reason = load_error(make_pdf(tmp_path / "scan.pdf", ["", ""]))
-    assert reason == "no extractable text (scanned images? OCR is not supported)"
+    reason = load_error(make_pdf(tmp_path / "scan.pdf", ["", ""]))  # the loader's default: no OCR
+    assert reason == "no extractable text (scanned images? ingest.ocr is off)"
 
 
 def test_pdf_with_some_blank_pages_keeps_them(tmp_path: Path) -> None:

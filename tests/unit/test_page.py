@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 from ingest.job import run_ingest
 from rag.config import AppConfig
 from rag.prompt import Prompt
-from tests.fakes import FakeComponents, FakeEmbedder, FakeGenerator
-from tests.filefactory import make_pdf
+from tests.fakes import FakeComponents, FakeEmbedder, FakeGenerator, FakeOcrEngine
+from tests.filefactory import make_pdf, make_scanned_pdf
 from ui.service import UPLOAD_DIR_NAME, ChatService, ChatSettings
 
 VACATION = "Full-time employees receive 28 days of paid vacation per calendar year."
@@ -104,6 +104,40 @@ def test_an_answer_with_a_citation_card_on_its_page(config: AppConfig) -> None:
     assert "fake/generator" in " ".join(caption.value for caption in app.caption)
     # The prompt the generator saw numbers the passages; the first is the handbook's page 2.
     assert "[1] handbook.pdf, page 2" in generator.prompts[0].text
+
+
+def test_a_citation_on_a_page_read_by_ocr_says_so_and_marks_the_ocr_boxes(
+    make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.ocr
+    import ui.chat_page
+
+    engine = FakeOcrEngine(
+        [("Forklift drivers renew their licence", 0.1, 0.1, 0.7, 0.12), ("every two years.", 0.1, 0.13, 0.4, 0.15)]
+    )
+    monkeypatch.setattr(ingest.ocr, "load_engine", lambda settings: engine)
+    drawn: list[tuple[int, str, tuple[Any, ...]]] = []
+
+    def render(path: Path, page: int, quote: str = "", width_px: int = 900, marks: Any = ()) -> bytes:
+        drawn.append((page, quote, tuple(marks)))
+        return original(path, page, quote, width_px, marks)
+
+    original = ui.chat_page.render_pdf_page
+    monkeypatch.setattr(ui.chat_page, "render_pdf_page", render)
+    docs = tmp_path / "scans"
+    make_scanned_pdf(docs / "safety.pdf", ["Safety rules for the warehouse.", "Forklift licences."], scanned=[2])
+    config: AppConfig = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
+    run_ingest([docs], config, FakeEmbedder())
+    service, _ = _service(config, "Forklift drivers renew their licence every two years [1].")
+    app = _ask(_app(service), "How often do forklift drivers renew their licence?")
+    card = next(label for label in (e.label for e in app.expander) if label.startswith("\\[1\\]"))
+    assert "safety\\.pdf" in card and "page 2" in card
+    assert any("Text read by OCR (fake\\-ocr)" in caption.value for caption in app.caption), [
+        c.value for c in app.caption
+    ]
+    page, quote, marks = drawn[-1]
+    assert page == 2 and quote == "", "a scanned page is not searched by PDFium"
+    assert marks and all(top >= 0.1 and bottom <= 0.15 for _, top, _, bottom in marks), marks
 
 
 def test_the_conversation_is_kept_in_the_session_and_rerendered(config: AppConfig) -> None:
