@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-peers clean
 
 install: $(STAMP)
 
@@ -91,6 +91,11 @@ bench-eval: install
 # Not part of `bench`: torch, ONNX Runtime and OpenVINO (fp32, int8) against each other.
 bench-backends: install
 	$(BIN)/python bench/embedding_backends.py
+
+# Not part of `bench`: the product against LlamaIndex and Haystack 2 on the same PDFs; each peer
+# runs in a virtualenv of its own that the script makes (and reuses) under bench/.peers-venvs.
+bench-peers: install
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
