@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-ocr clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-ocr bench-peers clean
 
 install: $(STAMP)
 
@@ -106,6 +106,11 @@ bench-backends: install
 # Not part of `bench`: Tesseract against RapidOCR on 300-dpi pictures of SEC filings' pages.
 bench-ocr: install
 	$(BIN)/python bench/ocr.py
+
+# Not part of `bench`: the product against LlamaIndex and Haystack 2 on the same PDFs; each peer
+# runs in a virtualenv of its own that the script makes (and reuses) under bench/.peers-venvs.
+bench-peers: install
+	$(BIN)/python bench/peers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -8,6 +8,10 @@ loader workers, vLLM's engine) inherit that path and re-run the script's imports
 module holds what every script needs alike: the machine description, the CPU clocks of a timed
 window, the ``--stage`` subprocess protocol and the shared ``bench/RESULTS.md`` file, in which each
 script owns one ``## `` section.
+
+Its top-level imports are the standard library only: ``bench/peers.py`` runs its peer stages
+with this module in the peers' own virtualenvs, where neither the product nor its dependencies
+are installed (psutil is; ``rag`` is imported where a helper needs it).
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import contextlib
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,8 +34,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.files import write_text_atomic
-
 if TYPE_CHECKING:
     from rag.types import Answer
     from ui.service import ChatService, ChatSettings
@@ -36,9 +41,12 @@ if TYPE_CHECKING:
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_FILE = BENCH_DIR / "RESULTS.md"
+FINANCEBENCH_PDFS = REPO_ROOT.parent / "shared" / "data" / "financebench" / "pdfs"
 RESULTS_TITLE = "# Benchmark results"
 STAGE_PREFIX = "BENCH-RESULT "
 BUSY_LOAD = 0.5
+RSS_SAMPLE_SECONDS = 0.2
+MIB = 1024 * 1024
 
 Result = dict[str, Any]
 
@@ -215,6 +223,47 @@ def process_tree_rss_bytes(pid: int) -> int:
     return total
 
 
+class TreeRssSampler:
+    """Samples the summed RSS of this process and its children every ``RSS_SAMPLE_SECONDS``, to
+    catch concurrent peaks; ``peak_bytes`` once the ``with`` block is left."""
+
+    def __init__(self) -> None:
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, process_tree_rss_bytes(os.getpid()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_SECONDS):
+            self._sample()
+
+    def __enter__(self) -> TreeRssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def peak_rss() -> Result:
+    """``ru_maxrss`` (KiB on Linux) of this process and of its largest waited-for child, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {"peak_rss_mib": own / MIB, "peak_rss_largest_child_mib": child / MIB}
+
+
+def torch_threads() -> int:
+    """The threads torch computes with in this process."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 class Window:
     """A timed window: wall seconds, load average before and after it, other processes' CPU during it.
 
@@ -249,6 +298,51 @@ class Window:
         if other_cores:
             result["other_cores"] = self.other_cpu_seconds / self.seconds if self.seconds else 0.0
         return result
+
+
+# --- the corpus -----------------------------------------------------------------------------
+
+
+def corpus_pdfs(corpus: Path) -> list[Path]:
+    """The corpus's PDFs in the order the product's discovery walks them (sorted paths)."""
+    return sorted(p.absolute() for p in corpus.rglob("*.pdf"))
+
+
+def build_corpus(data: Path, target: Path, copies: int, limit_files: int | None) -> Result:
+    """Hard-link (or copy) the PDFs into ``target/copy1 .. copyN``; describe the source."""
+    import pypdf
+
+    sources = sorted(data.glob("*.pdf"))[:limit_files]
+    if not sources:
+        raise SystemExit(f"no PDFs in {data}")
+    pages = encrypted = 0
+    for source in sources:
+        reader = pypdf.PdfReader(source)
+        encrypted += bool(reader.is_encrypted)
+        if reader.is_encrypted:
+            reader.decrypt("")
+        pages += len(reader.pages)
+    linked = True
+    for copy in range(1, copies + 1):
+        folder = target / f"copy{copy}"
+        folder.mkdir(parents=True)
+        for source in sources:
+            try:
+                os.link(source, folder / source.name)
+            except OSError:
+                shutil.copy2(source, folder / source.name)
+                linked = False
+    return {
+        "data": str(data),
+        "source_files": len(sources),
+        "source_pages": pages,
+        "source_encrypted": encrypted,
+        "source_mib": sum(s.stat().st_size for s in sources) / MIB,
+        "copies": copies,
+        "files": len(sources) * copies,
+        "pages": pages * copies,
+        "hard_linked": linked,
+    }
 
 
 # --- the stage subprocesses -----------------------------------------------------------------
@@ -291,6 +385,26 @@ def section_start(heading: str, raw: Result, versions: str, gpu: str = "no GPU")
     ]
 
 
+def rss_cell(result: Result) -> str:
+    """Peak RSS in MiB as ``process / largest worker / sampled tree`` (``–``: no worker)."""
+    main = f"{result['peak_rss_mib']:.0f}"
+    child = result.get("peak_rss_largest_child_mib", 0.0)
+    worker = f"{child:.0f}" if child > 1 else "–"
+    return f"{main} / {worker} / {result['peak_rss_sampled_mib']:.0f}"
+
+
+def load_cell(result: Result) -> str:
+    """The 1-minute load average at the window's start and end."""
+    before, after = result["loadavg_before"][0], result["loadavg_after"][0]
+    return f"{before:.2f} → {after:.2f}"
+
+
+def other_cpu_cell(result: Result) -> str:
+    """Other processes' CPU seconds during the window, and the mean cores they took."""
+    seconds = result["other_cpu_seconds"]
+    return f"{seconds:.1f} ({seconds / result['seconds']:.2f} cores)"
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json``, ``--results`` and ``--no-write``, which ``publish`` reads."""
     parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")
@@ -310,6 +424,8 @@ def publish(section: str, raw: Result, args: argparse.Namespace, heading: str) -
 
 def write_results(section: str, path: Path, heading: str) -> None:
     """Replace (or add) the section under ``heading`` in ``path``, keeping every other section."""
+    from rag.files import write_text_atomic
+
     text = path.read_text() if path.exists() else f"{RESULTS_TITLE}\n"
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)

@@ -50,89 +50,43 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import resource
 import shlex
-import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import (
     BUSY_LOAD,
-    REPO_ROOT,
+    FINANCEBENCH_PDFS,
+    MIB,
+    RSS_SAMPLE_SECONDS,
     Result,
+    TreeRssSampler,
     Window,
     add_output_arguments,
+    build_corpus,
+    corpus_pdfs,
+    load_cell,
     machine_info,
+    other_cpu_cell,
+    peak_rss,
     print_stage_result,
     publish,
+    rss_cell,
     run_stage_command,
     section_start,
+    torch_threads,
 )
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "financebench" / "pdfs"
+if TYPE_CHECKING:
+    from rag.config import AppConfig
+    from rag.embedder import Tokenizer
+
 SECTION_HEADING = "## Ingestion (bench/ingestion.py)"
 SERIAL_TARGET = 1.10
-RSS_SAMPLE_SECONDS = 0.2
-MIB = 1024 * 1024
-
-
-# --- measuring helpers (run inside a stage process) -------------------------------------
-
-
-class _TreeRssSampler:
-    """Samples the summed RSS of this process and its children, to catch concurrent peaks."""
-
-    def __init__(self) -> None:
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        self.peak_bytes = max(self.peak_bytes, total)
-
-    def _run(self) -> None:
-        while not self._stop.wait(RSS_SAMPLE_SECONDS):
-            self._sample()
-
-    def __enter__(self) -> _TreeRssSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
-def _peak_rss() -> Result:
-    """``ru_maxrss`` (KiB on Linux) of this process and of its largest waited-for child."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return {"peak_rss_mib": own / MIB, "peak_rss_largest_child_mib": child / MIB}
-
-
-def _corpus_pdfs(corpus: Path) -> list[Path]:
-    """The corpus's PDFs in the order the product's discovery walks them (sorted paths)."""
-    return sorted(p.absolute() for p in corpus.rglob("*.pdf"))
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return int(torch.get_num_threads())
 
 
 # --- the stages -----------------------------------------------------------------------
@@ -146,10 +100,10 @@ def stage_extract(corpus: Path) -> Result:
     from rag.config import load_config
 
     engine = load_config(environ={}).ingest.pdf_text
-    files = _corpus_pdfs(corpus)
+    files = corpus_pdfs(corpus)
     pages = characters = 0
     window = Window()
-    with _TreeRssSampler() as sampler, window.measure():
+    with TreeRssSampler() as sampler, window.measure():
         for path in files:
             data = path.read_bytes()
             if engine == "pdfium":
@@ -173,23 +127,43 @@ def stage_extract(corpus: Path) -> Result:
         "pages_per_second": pages / window.seconds,
         "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
         **window.as_dict(loadavg_after=True),
-        **_peak_rss(),
+        **peak_rss(),
     }
+
+
+def product_chunk_texts(corpus: Path, config: AppConfig, tokenizer: Tokenizer) -> tuple[list[str], int]:
+    """``(texts, pages)``: the texts the product embeds for the corpus's PDFs under ``config``
+    (its own ``read_file``, page headers and ``chunk_pages`` with ``tokenizer``), and the pages read."""
+    from ingest.chunking import chunk_pages
+    from ingest.job import read_file
+    from rag.context import indexed_text, page_contexts
+    from rag.store import document_id_for
+
+    texts: list[str] = []
+    pages = 0
+    for path in corpus_pdfs(corpus):
+        load = read_file(str(path), None, int(config.ingest.max_file_mb * 1e6), config.ingest.pdf_text)
+        if load.document is None:
+            raise RuntimeError(f"{path}: {load.error}")
+        document = load.document
+        pages += len(document.pages)
+        contexts = page_contexts(config.chunking.context, document.title, str(path), document.pages)
+        chunks = chunk_pages(
+            document_id_for(str(path)), load.content_hash, document.pages, tokenizer, config.chunking, contexts
+        )
+        texts.extend(indexed_text(chunk.context, chunk.text) for chunk in chunks)
+    return texts, pages
 
 
 def stage_encode(corpus: Path) -> Result:
     """Bare ``SentenceTransformer.encode`` of the chunk texts the product would embed, in the
     precision the product's embedder resolved."""
-    from ingest.chunking import chunk_pages
-    from ingest.job import read_file
     from rag.components import Components
     from rag.config import load_config
-    from rag.context import indexed_text, page_contexts
     from rag.embedder import SentenceTransformerEmbedder, resolve_model_location
-    from rag.store import document_id_for
 
     config = load_config(environ={})
-    with _TreeRssSampler() as sampler:
+    with TreeRssSampler() as sampler:
         # The product's embedder, loaded as the ingest stage loads it (imports included),
         # gives the real tokenizer; its load time is this stage's model load time.
         loading = time.perf_counter()
@@ -198,25 +172,8 @@ def stage_encode(corpus: Path) -> Result:
         assert isinstance(embedder, SentenceTransformerEmbedder)
         precision = embedder.precision
 
-        texts: list[str] = []
-        pages = 0
         preparing = time.perf_counter()
-        for path in _corpus_pdfs(corpus):
-            load = read_file(str(path), None, int(config.ingest.max_file_mb * 1e6), config.ingest.pdf_text)
-            if load.document is None:
-                raise RuntimeError(f"{path}: {load.error}")
-            document = load.document
-            pages += len(document.pages)
-            contexts = page_contexts(config.chunking.context, document.title, str(path), document.pages)
-            chunks = chunk_pages(
-                document_id_for(str(path)),
-                load.content_hash,
-                document.pages,
-                embedder.tokenizer,
-                config.chunking,
-                contexts,
-            )
-            texts.extend(indexed_text(chunk.context, chunk.text) for chunk in chunks)
+        texts, pages = product_chunk_texts(corpus, config, embedder.tokenizer)
         preparation_seconds = time.perf_counter() - preparing
         del embedder  # only its tokenizer was needed; the raw model is loaded below
 
@@ -242,7 +199,7 @@ def stage_encode(corpus: Path) -> Result:
         "device": str(model.device),
         "precision": precision,
         "batch_size": config.embedding.batch_size,
-        "torch_threads": _torch_threads(),
+        "torch_threads": torch_threads(),
         "pages": pages,
         "chunks": len(texts),
         "dimension": int(vectors.shape[1]),
@@ -252,7 +209,7 @@ def stage_encode(corpus: Path) -> Result:
         "untimed_preparation_seconds": preparation_seconds,
         "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
         **window.as_dict(loadavg_after=True),
-        **_peak_rss(),
+        **peak_rss(),
     }
 
 
@@ -272,7 +229,7 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int, precision: str | None
     if precision:
         overrides["embedding.precision"] = precision
     config = load_config(overrides=overrides, environ={})
-    with _TreeRssSampler() as sampler:
+    with TreeRssSampler() as sampler:
         loading = time.perf_counter()
         embedder = Components(config).embedder()
         model_load_seconds = time.perf_counter() - loading
@@ -287,7 +244,7 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int, precision: str | None
         "baseline": bool(precision),
         "device": embedder.device,
         "precision": embedder.precision,
-        "torch_threads": _torch_threads(),
+        "torch_threads": torch_threads(),
         "files": summary.added,
         "failed": summary.as_dict()["failed"],
         "pages": summary.pages,
@@ -296,11 +253,12 @@ def stage_ingest(corpus: Path, kb_dir: Path, workers: int, precision: str | None
         "chunks_per_second": summary.new_chunks / window.seconds,
         "job_reported_seconds": summary.seconds,
         "model_load_seconds": model_load_seconds,
+        "kb_dir": str(kb_dir),
         "kb_mib": kb_bytes / MIB,
         "embed_batch_chunks": config.ingest.embed_batch_chunks,
         "peak_rss_sampled_mib": sampler.peak_bytes / MIB,
         **window.as_dict(loadavg_after=True),
-        **_peak_rss(),
+        **peak_rss(),
     }
 
 
@@ -320,43 +278,6 @@ def run_stage(args: argparse.Namespace) -> int:
 
 
 # --- the driver -----------------------------------------------------------------------
-
-
-def build_corpus(data: Path, target: Path, copies: int, limit_files: int | None) -> Result:
-    """Hard-link (or copy) the PDFs into ``target/copy1 .. copyN``; describe the source."""
-    import pypdf
-
-    sources = sorted(data.glob("*.pdf"))[:limit_files]
-    if not sources:
-        raise SystemExit(f"no PDFs in {data}")
-    pages = encrypted = 0
-    for source in sources:
-        reader = pypdf.PdfReader(source)
-        encrypted += bool(reader.is_encrypted)
-        if reader.is_encrypted:
-            reader.decrypt("")
-        pages += len(reader.pages)
-    linked = True
-    for copy in range(1, copies + 1):
-        folder = target / f"copy{copy}"
-        folder.mkdir(parents=True)
-        for source in sources:
-            try:
-                os.link(source, folder / source.name)
-            except OSError:
-                shutil.copy2(source, folder / source.name)
-                linked = False
-    return {
-        "data": str(data),
-        "source_files": len(sources),
-        "source_pages": pages,
-        "source_encrypted": encrypted,
-        "source_mib": sum(s.stat().st_size for s in sources) / MIB,
-        "copies": copies,
-        "files": len(sources) * copies,
-        "pages": pages * copies,
-        "hard_linked": linked,
-    }
 
 
 def call_stage(
@@ -399,23 +320,6 @@ def compute_ratios(extract: Result, encode: Result, ingests: Sequence[Result]) -
     return ratios
 
 
-def _rss_cell(result: Result) -> str:
-    main = f"{result['peak_rss_mib']:.0f}"
-    child = result.get("peak_rss_largest_child_mib", 0.0)
-    worker = f"{child:.0f}" if child > 1 else "–"
-    return f"{main} / {worker} / {result['peak_rss_sampled_mib']:.0f}"
-
-
-def _load_cell(result: Result) -> str:
-    before, after = result["loadavg_before"][0], result["loadavg_after"][0]
-    return f"{before:.2f} → {after:.2f}"
-
-
-def _other_cpu_cell(result: Result) -> str:
-    seconds = result["other_cpu_seconds"]
-    return f"{seconds:.1f} ({seconds / result['seconds']:.2f} cores)"
-
-
 def render_markdown(raw: Result) -> str:
     machine, corpus, stages, ratios = raw["machine"], raw["corpus"], raw["stages"], raw["ratios"]
     extract, encode, ingests = stages["extract"], stages["encode"], stages["ingest"]
@@ -447,13 +351,13 @@ def render_markdown(raw: Result) -> str:
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines.append(
         f"| extract: bare {extract.get('engine', 'pypdf')} | {extract['seconds']:.1f} | {extract['pages']:,} | "
-        f"{extract['pages_per_second']:.1f} | – | – | {_rss_cell(extract)} | – | {_load_cell(extract)} | "
-        f"{_other_cpu_cell(extract)} |"
+        f"{extract['pages_per_second']:.1f} | – | – | {rss_cell(extract)} | – | {load_cell(extract)} | "
+        f"{other_cpu_cell(extract)} |"
     )
     lines.append(
         f"| encode: bare `SentenceTransformer.encode` | {encode['seconds']:.1f} | – | – | "
-        f"{encode['chunks']:,} | {encode['chunks_per_second']:.1f} | {_rss_cell(encode)} | "
-        f"{encode['model_load_seconds']:.1f} | {_load_cell(encode)} | {_other_cpu_cell(encode)} |"
+        f"{encode['chunks']:,} | {encode['chunks_per_second']:.1f} | {rss_cell(encode)} | "
+        f"{encode['model_load_seconds']:.1f} | {load_cell(encode)} | {other_cpu_cell(encode)} |"
     )
     for result in ingests:
         name = f"ingest, `ingest.workers={result['workers']}`"
@@ -464,8 +368,8 @@ def render_markdown(raw: Result) -> str:
         lines.append(
             f"| {name} | {result['seconds']:.1f} | {result['pages']:,} | "
             f"{result['pages_per_second']:.1f} | {result['chunks']:,} | {result['chunks_per_second']:.1f} | "
-            f"{_rss_cell(result)} | {result['model_load_seconds']:.1f} | {_load_cell(result)} | "
-            f"{_other_cpu_cell(result)} |"
+            f"{rss_cell(result)} | {result['model_load_seconds']:.1f} | {load_cell(result)} | "
+            f"{other_cpu_cell(result)} |"
         )
     lines.append("")
     both, longest = ratios["extract_plus_encode_seconds"], ratios["max_extract_encode_seconds"]
@@ -574,7 +478,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of PDFs (default: %(default)s)")
+    parser.add_argument("--data", default=str(FINANCEBENCH_PDFS), help="folder of PDFs (default: %(default)s)")
     parser.add_argument("--copies", type=int, default=2, help="copies of the PDFs in the corpus (default: 2)")
     parser.add_argument("--workers", default="0,1,2", help="ingest.workers values to run (default: 0,1,2)")
     parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
