@@ -405,6 +405,22 @@ def other_cpu_cell(result: Result) -> str:
     return f"{seconds:.1f} ({seconds / result['seconds']:.2f} cores)"
 
 
+def add_corpus_arguments(parser: argparse.ArgumentParser, copies: int) -> None:
+    """``--data``, ``--copies`` and ``--limit-files``: the PDFs a benchmark ingests (:func:`build_corpus`)."""
+    parser.add_argument("--data", default=str(FINANCEBENCH_PDFS), help="folder of PDFs (default: %(default)s)")
+    parser.add_argument(
+        "--copies", type=_at_least_one, default=copies, help="copies of the PDFs in the corpus (default: %(default)s)"
+    )
+    parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json``, ``--results`` and ``--no-write``, which ``publish`` reads."""
     parser.add_argument("--json", default=None, help="also save the raw numbers to this JSON file")

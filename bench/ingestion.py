@@ -60,12 +60,12 @@ from typing import TYPE_CHECKING
 
 from common import (
     BUSY_LOAD,
-    FINANCEBENCH_PDFS,
     MIB,
     RSS_SAMPLE_SECONDS,
     Result,
     TreeRssSampler,
     Window,
+    add_corpus_arguments,
     add_output_arguments,
     build_corpus,
     corpus_pdfs,
@@ -478,10 +478,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data", default=str(FINANCEBENCH_PDFS), help="folder of PDFs (default: %(default)s)")
-    parser.add_argument("--copies", type=int, default=2, help="copies of the PDFs in the corpus (default: 2)")
+    add_corpus_arguments(parser, copies=2)
     parser.add_argument("--workers", default="0,1,2", help="ingest.workers values to run (default: 0,1,2)")
-    parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
     parser.add_argument(
         "--baseline-precision", default="float32",
         help="also ingest with workers=1 and this embedding.precision when the default resolves to another "
@@ -492,10 +490,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--kb", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.copies < 1:
-        parser.error("--copies must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,12 +73,12 @@ from typing import TYPE_CHECKING
 from common import (
     BENCH_DIR,
     BUSY_LOAD,
-    FINANCEBENCH_PDFS,
     MIB,
     RSS_SAMPLE_SECONDS,
     Result,
     TreeRssSampler,
     Window,
+    add_corpus_arguments,
     add_output_arguments,
     build_corpus,
     corpus_pdfs,
@@ -674,9 +674,7 @@ def _venv_note(raw: Result) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data", default=str(FINANCEBENCH_PDFS), help="folder of PDFs (default: %(default)s)")
-    parser.add_argument("--copies", type=int, default=1, help="copies of the PDFs in the corpus (default: 1)")
-    parser.add_argument("--limit-files", type=int, default=None, help="use only the first N PDFs (smoke runs)")
+    add_corpus_arguments(parser, copies=1)
     parser.add_argument(
         "--venvs", default=str(DEFAULT_VENVS), help="folder of the peers' virtualenvs, reused (default: %(default)s)"
     )
@@ -691,10 +689,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-tokens", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--overlap-tokens", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--default-chunking", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.copies < 1:
-        parser.error("--copies must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
