@@ -280,14 +280,15 @@ class SentenceTransformerEmbedder:
         Autocast, not bfloat16 weights: matrix products run in bfloat16 while layer norms, softmax
         and the pooling stay float32, which keeps the vectors within a cosine of 0.9999 of float32's.
         """
+        options = {
+            "batch_size": self._config.batch_size,
+            "normalize_embeddings": True,
+            "convert_to_numpy": True,
+            "show_progress_bar": False,
+        }
+        if not bfloat16:
+            return encode(texts, **options)
         import torch
 
-        device_type = self._loaded.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bfloat16):
-            return encode(
-                texts,
-                batch_size=self._config.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        with torch.autocast(self._loaded.device.type, dtype=torch.bfloat16):
+            return encode(texts, **options)
