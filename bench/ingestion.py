@@ -137,7 +137,7 @@ def product_chunk_texts(corpus: Path, config: AppConfig, tokenizer: Tokenizer) -
     from ingest.chunking import chunk_pages
     from ingest.job import read_file
     from rag.context import indexed_text, page_contexts
-    from rag.store import document_id_for
+    from rag.kb import document_id_for
 
     texts: list[str] = []
     pages = 0

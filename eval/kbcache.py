@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from eval.datasets import EvalDataset, corpus_file_name, iter_beir_corpus
 from eval.progress import EvalReporter, NullEvalReporter
 from eval.records import write_json
-from rag.config import AppConfig
+from rag.config import AppConfig, KbLocation
 from rag.embedder import Embedder
 from rag.files import write_text_atomic
 from rag.manifest import embedding_settings
@@ -62,12 +62,12 @@ def prepare_kb(
     dataset: EvalDataset,
     config: AppConfig,
     embedder: Embedder,
-    kb_dir: Path | None = None,
+    kb_dir: KbLocation | None = None,
     *,
     ingest_reporter: IngestReporter | None = None,
     reporter: EvalReporter | None = None,
-) -> Path:
-    """The knowledge base directory to evaluate ``dataset`` on, building it first when needed.
+) -> KbLocation:
+    """The knowledge base to evaluate ``dataset`` on, building it first when needed.
 
     ``kb_dir`` (the user's ``--kb``) wins; the project's own format uses ``config.kb_dir``;
     BEIR and FinanceBench get a cached knowledge base (see the module docstring). ``embedder``

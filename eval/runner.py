@@ -60,16 +60,16 @@ from eval.scoring import (
 from rag import __version__
 from rag.citations import says_unknown
 from rag.components import Components
-from rag.config import AppConfig
+from rag.config import AppConfig, KbLocation
 from rag.embedder import Embedder
 from rag.errors import QuestionTooLongError
 from rag.generator import Generation, Generator
+from rag.kb import open_knowledge_base
 from rag.manifest import embedding_settings
 from rag.pipeline import Pipeline, prompt_builder
 from rag.prompt import ChatTokenizer, Prompt
 from rag.records import CitationRecord, rounded
 from rag.retriever import retrieve_many
-from rag.store import KnowledgeBase
 from rag.types import Answer, ScoredChunk
 
 RUN_FORMAT_VERSION = 1
@@ -129,7 +129,7 @@ def run_eval(
     *,
     generator: Generator | None = None,
     embedder: Embedder | None = None,
-    kb_dir: Path | None = None,
+    kb_dir: KbLocation | None = None,
     retrieval_only: bool = False,
     closed_book: bool = False,
     limit: int | None = None,
@@ -169,7 +169,7 @@ def run_eval(
         config = config.model_copy(update={"kb_dir": kb_dir})
         # Fail before the run folder is made: a missing knowledge base or one built with another
         # embedding model raises here, with what to do.
-        KnowledgeBase.open(kb_dir, config).close()
+        open_knowledge_base(kb_dir, config).close()
     scope = dataset.questions[:limit] if limit is not None else dataset.questions
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def _settings(config: AppConfig, mode: Mode) -> dict[str, Any]:
     settings: dict[str, Any] = {"retrieval_depth": config.eval.retrieval_depth}
     if mode != "closed-book":
         settings |= {
-            "kb_dir": str(Path(config.kb_dir).resolve()),
+            "kb_dir": str(config.kb_dir.resolve() if isinstance(config.kb_dir, Path) else config.kb_dir),
             **embedding_settings(config.embedding),
             "chunking": config.chunking.model_dump(mode="json"),
             "retrieval": config.retrieval.model_dump(mode="json"),
@@ -320,7 +320,7 @@ class _Stages:
         batch_size = self.config.eval.retrieval_batch
         results: list[Retrieved] = []
         self.reporter.stage("retrieve", len(questions))
-        with KnowledgeBase.open(self.config.kb_dir, self.config) as kb:
+        with open_knowledge_base(self.config.kb_dir, self.config) as kb:
             retriever = self.components.retriever(kb, embedder)
             for start in range(0, len(questions), batch_size):
                 batch = questions[start : start + batch_size]

@@ -55,8 +55,8 @@ from rag.context import indexed_text, page_contexts
 from rag.embedder import Embedder
 from rag.errors import DocumentLoadError
 from rag.faults import crash_point
+from rag.kb import KnowledgeBaseWriter, StoredDocument, document_id_for, open_writer, utc_now
 from rag.records import FailedFile, OcrFile, TextlessFile
-from rag.store import KnowledgeBaseWriter, StoredDocument, document_id_for, utc_now
 from rag.types import Chunk, Document, LoadedDocument, Page
 
 Answer = TypeVar("Answer")
@@ -560,8 +560,9 @@ def run_ingest(
     started = time.monotonic()
     ocr = OcrSettings.of(config.ingest)
     check_engine(ocr)
-    found = discover(paths, SUPPORTED_EXTENSIONS, exclude=config.kb_dir)
-    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=embedder.dimension, reindex=reindex) as writer:
+    # A knowledge base directory below the paths is not a document source (its uploads are).
+    found = discover(paths, SUPPORTED_EXTENSIONS, exclude=config.kb_dir if isinstance(config.kb_dir, Path) else None)
+    with open_writer(config.kb_dir, config, dimension=embedder.dimension, reindex=reindex) as writer:
         job = _Ingestion(config, embedder, writer, reporter)
         job.summary.skipped = len(found.unsupported)
         for missing in found.missing:

@@ -39,20 +39,18 @@ from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.errors import KnowledgeBaseDamagedError, KnowledgeBaseLockedError, KnowledgeBaseNotFoundError
 from rag.index import FaissIndex
-from rag.keyword import Bm25Index
-from rag.manifest import FORMAT_VERSION, Manifest, vector_kind
-from rag.store import (
-    DB_NAME,
+from rag.kb.embedded import EmbeddedWriter, RepairPlan
+from rag.kb.generations import (
     INDEX_GLOB,
     KEYWORD_GLOB,
     LOCK_NAME,
     MANIFEST_NAME,
-    KnowledgeBaseWriter,
-    RepairPlan,
     index_file_name,
     keyword_dir_name,
-    read_manifest,
 )
+from rag.kb.sqlite_rows import DB_NAME, read_manifest
+from rag.keyword import Bm25Index
+from rag.manifest import FORMAT_VERSION, Manifest, vector_kind
 
 Level = Literal["error", "warning", "note"]
 _SAMPLES = 3
@@ -159,7 +157,7 @@ def repair_knowledge_base(
         embedder = embedder_for(as_built)
         embed, dimension = embedder.embed_documents, embedder.dimension
     plan = RepairPlan(manifest=replacement, vectors=vectors)
-    with KnowledgeBaseWriter.open(directory, as_built, dimension=dimension, repair=plan) as writer:
+    with EmbeddedWriter.open(directory, as_built, dimension=dimension, repair=plan) as writer:
         if vectors:
             done = writer.restore_vectors(embed, as_built.ingest.embed_batch_chunks, progress)
             repaired.append(f"the FAISS index: {done} passages embedded again with {built.embedding_model}")

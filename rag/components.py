@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from rag.citations import Citer
     from rag.embedder import Embedder
     from rag.generator import EngineGenerator, Generator
+    from rag.kb import KnowledgeBase
     from rag.prompt import ChatTokenizer
     from rag.retriever import CrossEncoderScorer, Retriever
     from rag.server import ModelServer
-    from rag.store import KnowledgeBase
     from rag.support import SupportScorer
 
 
@@ -115,8 +115,7 @@ class Components:
         """
         from rag.retriever import assemble_retriever
 
-        dense_index, keyword_index = kb.load_indexes(self.config)
-        return assemble_retriever(self.config.retrieval, kb, embedder, dense_index, keyword_index, self.reranker())
+        return assemble_retriever(self.config.retrieval, kb.searcher(self.config), embedder, self.reranker())
 
     def citer(self, embedder: Embedder | None) -> Citer:
         """The configured :class:`Citer`, with :meth:`support_scorer` over ``embedder``."""

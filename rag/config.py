@@ -15,10 +15,11 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -49,6 +50,57 @@ EmbeddingPrecision = Literal["auto", "float32", "bfloat16"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+MILVUS_SCHEME = "milvus://"
+MILVUS_LITE_SCHEME = "milvus-lite:"
+DEFAULT_MILVUS_COLLECTION = "rag_chunks"
+
+
+class MilvusLocation(BaseModel):
+    """A knowledge base in Milvus: ``milvus://HOST:PORT/COLLECTION`` (a server or cluster) or
+    ``milvus-lite:PATH.db`` (Milvus Lite, in process: tests and laptops; collection
+    ``rag_chunks``). ``uri`` is what ``pymilvus.MilvusClient`` takes; ``str()`` gives it back
+    as written on the command line."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    collection: str
+
+    @property
+    def lite(self) -> bool:
+        return not self.uri.startswith(("http://", "https://"))
+
+    def __str__(self) -> str:
+        if self.lite:
+            return f"{MILVUS_LITE_SCHEME}{self.uri}"
+        return f"{MILVUS_SCHEME}{self.uri.split('://', 1)[1]}/{self.collection}"
+
+
+KbLocation = Path | MilvusLocation
+
+
+def parse_kb_location(value: object) -> object:
+    """``--kb`` as written: a directory (the embedded knowledge base) or a Milvus location.
+    Anything that is not a string starting with a Milvus scheme is left for pydantic to read."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(MILVUS_LITE_SCHEME):
+        path = value.removeprefix(MILVUS_LITE_SCHEME)
+        if not path.endswith(".db"):
+            raise ValueError(f"{value!r}: a Milvus Lite location is milvus-lite:PATH.db (its file ends in .db)")
+        return MilvusLocation(uri=str(Path(path).expanduser().absolute()), collection=DEFAULT_MILVUS_COLLECTION)
+    if value.startswith(MILVUS_SCHEME):
+        address, _, collection = value.removeprefix(MILVUS_SCHEME).partition("/")
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not collection.isidentifier():
+            raise ValueError(
+                f"{value!r}: a Milvus location is milvus://HOST:PORT/COLLECTION "
+                "(the collection name made of letters, digits and underscores)"
+            )
+        return MilvusLocation(uri=f"http://{address}", collection=collection)
+    return value
 
 
 class EmbeddingConfig(_Section):
@@ -374,7 +426,11 @@ class EvalConfig(_Section):
 class AppConfig(_Section):
     """Everything the product can be configured with. Build it with :func:`load_config`."""
 
-    kb_dir: Path = Field(Path("kb"), description="The knowledge base directory.")
+    kb_dir: Annotated[KbLocation, BeforeValidator(parse_kb_location)] = Field(
+        Path("kb"),
+        description="The knowledge base: a directory (embedded: FAISS, SQLite, BM25), or in Milvus "
+        "milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db (docs/scale.md).",
+    )
     data_dir: Path = Field(
         Path.home() / ".local" / "share" / "rag-kb",
         description="Provisioned models, the model server's pid file and log.",

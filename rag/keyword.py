@@ -6,7 +6,7 @@ those of :mod:`rag.words`, which the citation support score counts words with to
 letters and digits also counts as its parts ("FY2023" is "fy2023", "fy" and "2023"), so a
 question about "FY2023" finds the filing and the statement column that say "2023", and "2023Q2"
 still matches itself. bm25s builds a sparse index that is not updated in place; the store
-rebuilds it from the chunk table when a run ends (see ``rag/store.py``), which costs little
+rebuilds it from the chunk table when a run ends (see ``rag/kb/embedded.py``), which costs little
 beside embedding the same chunks.
 """
 

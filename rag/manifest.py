@@ -66,12 +66,33 @@ class Manifest(BaseModel):
     chunks: int = 0
     updated_at: str = ""
 
+    @classmethod
+    def describing(
+        cls, config: AppConfig, *, dimension: int, index_structure: str, generation: int, keyword_generation: int
+    ) -> Manifest:
+        """What a writer opened with ``config`` records at its next commit (counts filled in then)."""
+        return cls(
+            format_version=FORMAT_VERSION,
+            embedding_model=config.embedding.model,
+            embedding_backend=config.embedding.backend,
+            embedding_quantization=config.embedding.quantization,
+            dimension=dimension,
+            chunk_tokens=config.chunking.chunk_tokens,
+            overlap_tokens=config.chunking.overlap_tokens,
+            chunk_context=config.chunking.context,
+            pdf_text=config.ingest.pdf_text,
+            index_kind=config.index.kind,
+            index_structure=index_structure,
+            generation=generation,
+            keyword_generation=keyword_generation,
+        )
+
     @property
     def vectors(self) -> str:
         """The kind of vectors the index holds (:func:`vector_kind`)."""
         return vector_kind(self.embedding_backend, self.embedding_quantization)
 
-    def check_embedding(self, embedding: EmbeddingConfig, directory: Path) -> None:
+    def check_embedding(self, embedding: EmbeddingConfig, directory: Path | str) -> None:
         """Refuse to search or extend the index with vectors of another model or kind (:func:`vector_kind`)."""
         if embedding.model != self.embedding_model:
             raise ManifestMismatchError(
@@ -96,7 +117,7 @@ class Manifest(BaseModel):
                 f"share an index. Re-index it with `rag ingest PATH --reindex --kb {directory}`, or set {restore}."
             )
 
-    def check_indexing(self, config: AppConfig, directory: Path) -> None:
+    def check_indexing(self, config: AppConfig, directory: Path | str) -> None:
         """Refuse to add to a knowledge base whose chunks were made another way: one knowledge base
         must not hold passages extracted, cut or indexed two ways, which would rank unevenly."""
         built = indexing_settings(self)

@@ -28,9 +28,9 @@ from rag.config import AppConfig
 from rag.embedder import Embedder
 from rag.generator import Generation, Generator
 from rag.grammar import answer_pattern
+from rag.kb import KnowledgeBase, open_knowledge_base
 from rag.prompt import ChatTokenizer, Prompt, PromptBuilder
 from rag.retriever import Retriever, retrieve_many
-from rag.store import KnowledgeBase
 from rag.types import Answer, ScoredChunk
 
 
@@ -197,7 +197,7 @@ def build_pipeline(
         embedder = components.embedder()
     retriever = None
     if not closed_book:
-        kb = kb or KnowledgeBase.open(config.kb_dir, config)
+        kb = kb or open_knowledge_base(config.kb_dir, config)
         retriever = components.retriever(kb, embedder)
     prompts = prompt_builder(config, components.chat_tokenizer())
     return Pipeline(config, retriever, prompts, generator, components.citer(embedder))

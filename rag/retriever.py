@@ -1,4 +1,4 @@
-"""Finding passages for a question: dense (FAISS), keyword (BM25), fused, optionally reranked.
+"""Finding passages for a question: dense, keyword (BM25), fused, optionally reranked.
 
 Every retriever answers ``retrieve(query, k) -> list[ScoredChunk]``, best first; the ones here
 also answer ``retrieve_many(queries, k)`` for a batch (one embedding call and one FAISS search for
@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from rag.config import PageScoring, RetrievalConfig
 from rag.embedder import Embedder
 from rag.errors import ModelLoadError, first_line
-from rag.index import FaissIndex
-from rag.keyword import Bm25Index
-from rag.store import KnowledgeBase
+from rag.kb.base import Searcher
 from rag.types import ScoredChunk
 
 if TYPE_CHECKING:
@@ -60,33 +58,23 @@ class _Batched:
 class DenseRetriever(_Batched):
     """Nearest neighbours of the query's embedding."""
 
-    def __init__(self, kb: KnowledgeBase, index: FaissIndex, embedder: Embedder) -> None:
-        self._kb, self._index, self._embedder = kb, index, embedder
+    def __init__(self, searcher: Searcher, embedder: Embedder) -> None:
+        self._searcher, self._embedder = searcher, embedder
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
         if not queries:
             return []
-        return self._kb.search(self._index, self._embedder.embed_queries(list(queries)), k)
+        return self._searcher.dense(self._embedder.embed_queries(list(queries)), k)
 
 
-class KeywordRetriever:
-    """BM25 over the chunk texts."""
+class KeywordRetriever(_Batched):
+    """BM25 over the chunk texts, as each knowledge base indexes them."""
 
-    def __init__(self, kb: KnowledgeBase, index: Bm25Index) -> None:
-        self._kb, self._index = kb, index
-
-    def retrieve(self, query: str, k: int) -> list[ScoredChunk]:
-        hits = self._index.search(query, k)
-        found = self._kb.chunks(chunk_id for chunk_id, _ in hits)
-        return [
-            ScoredChunk(chunk=found[i][0], source=found[i][1], score=score, retrievers=("bm25",))
-            for i, score in hits
-            if i in found
-        ]
+    def __init__(self, searcher: Searcher) -> None:
+        self._searcher = searcher
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[ScoredChunk]]:
-        # BM25 scores one query at a time (a few milliseconds each); nothing to gain from a batch.
-        return [self.retrieve(query, k) for query in queries]
+        return self._searcher.keyword(list(queries), k)
 
 
 def reciprocal_rank_fusion(
@@ -247,18 +235,16 @@ class CrossEncoderReranker(_Batched):
 
 def assemble_retriever(
     retrieval: RetrievalConfig,
-    kb: KnowledgeBase,
+    searcher: Searcher,
     embedder: Embedder,
-    dense_index: FaissIndex,
-    keyword_index: Bm25Index,
     reranker: CrossEncoderScorer | None = None,
 ) -> Retriever:
     """The dense, keyword or hybrid retriever ``retrieval.mode`` asks for, ranking pages as
-    ``retrieval.page_scoring`` says, over indexes already loaded (cheap: callers that keep the
-    indexes, like the web page, build one per question), and rescored by ``reranker`` (loaded)
+    ``retrieval.page_scoring`` says, over a searcher already loaded (cheap: callers that keep
+    it, like the web page, build one per question), and rescored by ``reranker`` (loaded)
     over ``retrieval.rerank_candidates`` when one is given."""
-    dense = DenseRetriever(kb, dense_index, embedder)
-    keyword = KeywordRetriever(kb, keyword_index)
+    dense = DenseRetriever(searcher, embedder)
+    keyword = KeywordRetriever(searcher)
     chosen: Retriever
     if retrieval.mode == "dense":
         chosen = dense

@@ -32,7 +32,7 @@ from ui.service import ChatService
 def parse_app_arguments(argv: Sequence[str]) -> AppConfig:
     parser = argparse.ArgumentParser(prog="ui/app.py", add_help=False)
     parser.add_argument("--config", type=Path)
-    parser.add_argument("--kb", type=Path)
+    parser.add_argument("--kb")
     parser.add_argument("--set", dest="settings", action="append", default=[])
     args, _ = parser.parse_known_args(list(argv))
     overrides: dict[str, Any] = parse_assignments(args.settings)

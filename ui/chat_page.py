@@ -18,8 +18,8 @@ import streamlit as st
 from ingest.ocr import ENGINE_TITLES
 from ingest.progress import FileEvent, describe
 from rag.errors import KnowledgeBaseError, RagError
+from rag.kb.sqlite_rows import database_damaged
 from rag.pipeline import AnswerDelta
-from rag.store import database_damaged
 from rag.types import Answer, Citation, ScoredChunk
 from ui.pdf_pages import Mark, PageRenderError, render_pdf_page, span_marks
 from ui.render import (
@@ -58,7 +58,7 @@ def render_chat(service: ChatService) -> None:
     except KnowledgeBaseError as exc:
         st.error(markdown_literal(str(exc)))
     except sqlite3.DatabaseError as exc:
-        st.error(markdown_literal(str(database_damaged(service.config.kb_dir, exc))))
+        st.error(markdown_literal(str(database_damaged(str(service.config.kb_dir), exc))))
 
 
 def _render_chat(service: ChatService) -> None:

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from rag.components import Components
 from rag.config import AppConfig, load_config, parse_assignments
-from rag.errors import RagError
+from rag.errors import KnowledgeBaseError, RagError
 from rag.records import AnswerRecord, HitRecord
 from rag.types import Answer
 
@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a configuration field, e.g. --set chunking.chunk_tokens=128 (repeatable)",
     )
-    common.add_argument("--kb", type=Path, help="knowledge base directory (default: ./kb or RAG_KB_DIR)")
+    common.add_argument(
+        "--kb",
+        help="knowledge base: a directory (default: ./kb or RAG_KB_DIR), milvus://HOST:PORT/COLLECTION "
+        "or milvus-lite:PATH.db",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens")
 
     parser = argparse.ArgumentParser(prog="rag", description="Question answering over your own documents.")
@@ -165,10 +169,10 @@ def main(argv: Sequence[str] | None = None, components: Callable[[AppConfig], Co
     except sqlite3.DatabaseError as exc:
         # Damage below the manifest (a torn or overwritten page of kb.sqlite) shows where a query
         # touches it; one line, as for every damaged knowledge base, not a stack trace.
-        from rag.store import database_damaged
+        from rag.kb.sqlite_rows import database_damaged
 
         where = config.kb_dir if config is not None else "(unknown)"
-        err.print(f"[red]error:[/red] {database_damaged(where, exc)}", markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {database_damaged(str(where), exc)}", markup=True, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("interrupted: what was committed is kept; run the same command again to resume")
@@ -235,6 +239,11 @@ def cmd_check(args: argparse.Namespace, components: Components, err: Console) ->
     from rag.check import check_knowledge_base, repair_knowledge_base
 
     config = components.config
+    if not isinstance(config.kb_dir, Path):
+        raise KnowledgeBaseError(
+            f"`rag check` examines an embedded knowledge base directory; {config.kb_dir} is kept by Milvus, "
+            "which checks its own storage (`rag info` shows its counts)"
+        )
     if not args.repair:
         report = check_knowledge_base(config.kb_dir, config)
     else:
@@ -267,11 +276,11 @@ def cmd_check(args: argparse.Namespace, components: Components, err: Console) ->
 
 
 def cmd_info(args: argparse.Namespace, components: Components, err: Console) -> int:
+    from rag.kb import open_knowledge_base
     from rag.manifest import indexing_settings
-    from rag.store import KnowledgeBase
 
     config = components.config
-    with KnowledgeBase.open(config.kb_dir) as kb:
+    with open_knowledge_base(config.kb_dir) as kb:
         stats = kb.stats()
         indexing = indexing_settings(kb.manifest)
         backend, quantization = kb.manifest.embedding_backend, kb.manifest.embedding_quantization
@@ -333,10 +342,10 @@ def _where(file: str, page: int | None) -> str:
 
 
 def cmd_search(args: argparse.Namespace, components: Components, err: Console) -> int:
-    from rag.store import KnowledgeBase
+    from rag.kb import open_knowledge_base
 
     config = components.config
-    with KnowledgeBase.open(config.kb_dir, config) as kb:  # first: a missing one fails before a model loads
+    with open_knowledge_base(config.kb_dir, config) as kb:  # first: a missing one fails before a model loads
         hits = components.retriever(kb, components.embedder()).retrieve(args.query, args.k)
     rows = [HitRecord.of(hit) for hit in hits]
     if args.json:
@@ -462,7 +471,8 @@ def cmd_serve(args: argparse.Namespace, components: Components, err: Console) ->
 
     config = components.config
     # The page reads the same configuration: pass on what this command line said.
-    app_arguments = ["--kb", str(config.kb_dir.absolute())]
+    location = config.kb_dir
+    app_arguments = ["--kb", str(location.absolute() if isinstance(location, Path) else location)]
     if args.config is not None:
         app_arguments += ["--config", str(args.config.absolute())]
     for setting in args.settings:
@@ -500,7 +510,7 @@ def cmd_eval(args: argparse.Namespace, components: Components, err: Console) -> 
     err.print(f"(if it stops, run the same command with --out {out} to continue)", markup=False)
 
     embedder = None
-    kb_dir = args.kb
+    kb_dir = config.kb_dir if args.kb is not None else None
     if not args.closed_book:
         embedder = components.embedder()
         # Build a benchmark's knowledge base before vLLM starts: an idle CPU engine spins its

@@ -28,17 +28,23 @@ from rag.embedder import Embedder
 from rag.errors import KnowledgeBaseNotFoundError
 from rag.files import write_bytes_atomic
 from rag.generator import Generator
-from rag.index import FaissIndex
-from rag.keyword import Bm25Index
+from rag.kb import KnowledgeBase, RunInfo, Searcher, open_knowledge_base
 from rag.pipeline import AnswerDelta, Pipeline, prompt_builder
 from rag.prompt import ChatTokenizer
 from rag.retriever import CrossEncoderScorer, assemble_retriever
 from rag.server import api_key, is_healthy
-from rag.store import KnowledgeBase, RunInfo
 from rag.types import Answer, Chunk, Document, Page
 from ui.render import sanitize_filename
 
 UPLOAD_DIR_NAME = "uploads"
+
+
+def upload_folder(config: AppConfig) -> Path:
+    """Where the page keeps uploaded files: inside an embedded knowledge base's directory, and for
+    one in Milvus under ``data_dir`` (``uploads/COLLECTION``), since its files are not in Milvus."""
+    if isinstance(config.kb_dir, Path):
+        return config.kb_dir / UPLOAD_DIR_NAME
+    return config.data_dir / UPLOAD_DIR_NAME / config.kb_dir.collection
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +80,7 @@ class ChatSettings:
 
 @dataclass(frozen=True, slots=True)
 class KnowledgeBaseFacts:
-    directory: Path
+    directory: str  # where the knowledge base is, as --kb takes it
     documents: int
     pages: int
     chunks: int
@@ -148,7 +154,7 @@ class ChatService:
         self._rerank_scorer: CrossEncoderScorer | None = None
         self._citer: Citer | None = None
         self._kb: KnowledgeBase | None = None
-        self._indexes: tuple[int, FaissIndex, Bm25Index] | None = None
+        self._searcher: Searcher | None = None
         self._generators: dict[tuple[float, int], Generator] = {}
         self._lock = threading.Lock()  # guards the lazily opened KB, the indexes and the clients
 
@@ -176,7 +182,7 @@ class ChatService:
         with self._lock:
             if self._kb is None:
                 try:
-                    self._kb = KnowledgeBase.open(self.config.kb_dir, self.config)
+                    self._kb = open_knowledge_base(self.config.kb_dir, self.config)
                 except KnowledgeBaseNotFoundError:
                     return None
             return self._kb
@@ -187,7 +193,7 @@ class ChatService:
             return None
         stats = kb.stats()
         return KnowledgeBaseFacts(
-            directory=self.config.kb_dir,
+            directory=str(self.config.kb_dir),
             documents=stats.documents,
             pages=stats.pages,
             chunks=stats.chunks,
@@ -216,9 +222,8 @@ class ChatService:
         assert self._embedder is not None and self._chat_tokenizer is not None, "call load() first"
         assert self._citer is not None, "call load() first"
         config = settings.apply(self.config)
-        _, dense, keyword = self._current_indexes(kb)
         reranker = self._rerank_scorer if settings.rerank else None
-        retriever = assemble_retriever(config.retrieval, kb, self._embedder, dense, keyword, reranker)
+        retriever = assemble_retriever(config.retrieval, self._current_searcher(kb), self._embedder, reranker)
         prompts = prompt_builder(config, self._chat_tokenizer)
         return Pipeline(config, retriever, prompts, self._generator(config), self._citer)
 
@@ -226,14 +231,13 @@ class ChatService:
         """The answer's pieces as they are generated, then the cited :class:`Answer`."""
         return self.pipeline(settings).stream(question)
 
-    def _current_indexes(self, kb: KnowledgeBase) -> tuple[int, FaissIndex, Bm25Index]:
-        """The indexes of the committed generation, reloaded when an ingest has moved it on."""
+    def _current_searcher(self, kb: KnowledgeBase) -> Searcher:
+        """Search over the committed state, loaded again when an ingest has moved it on."""
         generation = kb.generation()
         with self._lock:
-            if self._indexes is None or self._indexes[0] != generation:
-                dense, keyword = kb.load_indexes(self.config)
-                self._indexes = (kb.manifest.generation, dense, keyword)
-            return self._indexes
+            if self._searcher is None or self._searcher.generation != generation:
+                self._searcher = kb.searcher(self.config)
+            return self._searcher
 
     def _generator(self, config: AppConfig) -> Generator:
         key = (config.generator.temperature, config.generator.max_answer_tokens)
@@ -262,7 +266,7 @@ class ChatService:
         already taken by different content gets a numbered name; the same content is reused.
         """
         limit = self.config.ui.max_upload_mb
-        upload_dir = self.config.kb_dir / UPLOAD_DIR_NAME
+        upload_dir = upload_folder(self.config)
         saved: list[Path] = []
         rejected: list[tuple[str, str]] = []
         for name, data in files:

@@ -35,8 +35,9 @@ from ingest.job import IngestSummary, run_ingest
 from rag.check import check_knowledge_base
 from rag.errors import KnowledgeBaseNotFoundError
 from rag.faults import CRASH_ENV, CRASH_POINTS
+from rag.kb.embedded import EmbeddedKnowledgeBase
+from rag.kb.generations import MANIFEST_NAME
 from rag.manifest import Manifest
-from rag.store import MANIFEST_NAME, KnowledgeBase
 from tests.crashrun import crash_config
 from tests.fakes import FakeEmbedder
 from tests.integration.cli import REPO, clean_environment
@@ -69,7 +70,7 @@ def _committed(kb: Path) -> dict[str, str]:
     """Source -> content hash of what the killed run left committed (empty if nothing yet)."""
     config = crash_config(kb)
     try:
-        with KnowledgeBase.open(kb, config) as opened:
+        with EmbeddedKnowledgeBase.open(kb, config) as opened:
             assert opened.consistency_problems(config) == []
             return {d.source: d.content_hash for d in opened.documents()}
     except KnowledgeBaseNotFoundError:
@@ -80,7 +81,7 @@ def _state(kb: Path) -> dict[str, Any]:
     """Everything a user could observe of a knowledge base, for comparing two of them."""
     config = crash_config(kb)
     embedder = FakeEmbedder()
-    with KnowledgeBase.open(kb, config) as opened:
+    with EmbeddedKnowledgeBase.open(kb, config) as opened:
         assert opened.consistency_problems(config) == []
         index, keyword = opened.load_indexes(config)
         stats = opened.stats()

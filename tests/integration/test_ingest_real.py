@@ -19,7 +19,7 @@ import pytest
 from ingest.job import run_ingest
 from rag.config import AppConfig, load_config
 from rag.faults import CRASH_ENV
-from rag.store import KnowledgeBase
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from tests.filefactory import (
     make_binary_txt,
     make_corrupt_pdf,
@@ -147,7 +147,7 @@ def test_rerun_edit_and_prune_with_the_real_model(corpus: Path, tmp_path: Path, 
     first = run_ingest([docs], config, real_embedder)
     assert first.added == 6 and not first.failed
 
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         chunks = kb.all_chunks()
         assert kb.consistency_problems(config) == []
     labels = {c.page: c.page_label for c, source in chunks if source.endswith("handbook.pdf")}
@@ -164,7 +164,7 @@ def test_rerun_edit_and_prune_with_the_real_model(corpus: Path, tmp_path: Path, 
     (docs / "faq.md").unlink()
     third = run_ingest([docs], config, real_embedder, prune=True)
     assert (third.added, third.updated, third.unchanged, third.removed) == (0, 1, 4, 1)
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         texts = {source: c.text for c, source in kb.all_chunks()}
         assert kb.consistency_problems(config) == []
     assert not any(source.endswith("faq.md") for source in texts)
@@ -205,7 +205,7 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                with KnowledgeBase.open(killed_kb, config) as kb:
+                with EmbeddedKnowledgeBase.open(killed_kb, config) as kb:
                     # A reader during the write sees one committed state: rows and vectors agree.
                     assert kb.consistency_problems(config) == []
                     committed = kb.stats().documents
@@ -227,7 +227,7 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
     assert reads_during_write > 0
     assert info_during_write is not None and info_during_write["last_run"]["status"] == "running"
 
-    with KnowledgeBase.open(killed_kb, config) as kb:
+    with EmbeddedKnowledgeBase.open(killed_kb, config) as kb:
         assert kb.consistency_problems(config) == []
         survived = kb.stats().documents
     assert survived >= committed
@@ -238,7 +238,10 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(tmp_path: Path, real_embed
 
     clean_config = _config(tmp_path / "clean")
     clean = run_ingest([docs], clean_config, real_embedder)
-    with KnowledgeBase.open(killed_kb, config) as a, KnowledgeBase.open(clean_config.kb_dir, clean_config) as b:
+    with (
+        EmbeddedKnowledgeBase.open(killed_kb, config) as a,
+        EmbeddedKnowledgeBase.open(clean_config.kb_dir, clean_config) as b,
+    ):
         assert a.consistency_problems(config) == [] and b.consistency_problems(clean_config) == []
         assert sorted(c.id for c, _ in a.all_chunks()) == sorted(c.id for c, _ in b.all_chunks())
         assert a.stats().chunks == b.stats().chunks == clean.chunks
@@ -270,7 +273,7 @@ def test_killed_inside_a_commit_with_the_real_model_checks_whole_and_resumes(
     check = rag("check", "--kb", str(kb), "--json")
     report = json.loads(check.stdout)
     assert check.returncode == 0 and report["whole"], report
-    with KnowledgeBase.open(kb, _config(kb)) as opened:
+    with EmbeddedKnowledgeBase.open(kb, _config(kb)) as opened:
         survived = opened.stats().documents
     assert 0 < survived < 6
 
@@ -282,11 +285,14 @@ def test_killed_inside_a_commit_with_the_real_model_checks_whole_and_resumes(
 
     clean_config = _config(tmp_path / "clean")
     run_ingest([docs], clean_config, real_embedder)
-    with KnowledgeBase.open(kb, _config(kb)) as a, KnowledgeBase.open(clean_config.kb_dir, clean_config) as b:
+    with (
+        EmbeddedKnowledgeBase.open(kb, _config(kb)) as a,
+        EmbeddedKnowledgeBase.open(clean_config.kb_dir, clean_config) as b,
+    ):
         assert sorted(c.id for c, _ in a.all_chunks()) == sorted(c.id for c, _ in b.all_chunks())
         query = real_embedder.embed_queries(["the team measured value 304 in the field"])
-        hits_a = a.search(a.load_index(_config(kb)), query, 5)[0]
-        hits_b = b.search(b.load_index(clean_config), query, 5)[0]
+        hits_a = a.searcher(_config(kb)).dense(query, 5)[0]
+        hits_b = b.searcher(clean_config).dense(query, 5)[0]
         assert [(h.chunk.id, round(h.score, 4)) for h in hits_a] == [(h.chunk.id, round(h.score, 4)) for h in hits_b]
 
 

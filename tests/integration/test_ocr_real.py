@@ -17,8 +17,8 @@ import pytest
 from ingest.job import run_ingest
 from rag.components import Components
 from rag.config import AppConfig
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from rag.pipeline import build_pipeline
-from rag.store import KnowledgeBase
 from tests.filefactory import make_scanned_pdf
 from tests.integration.cli import REPO
 from tests.integration.conftest import config_for
@@ -46,7 +46,7 @@ def config(tmp_path_factory: pytest.TempPathFactory, real_embedder: Any, model_s
 
 
 def test_the_scanned_page_is_read_stored_and_counted(config: AppConfig) -> None:
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         assert kb.stats().ocr_pages == 1
         document = next(d for d in kb.documents() if d.source.endswith("logistics-report.pdf"))
         page = kb.page(document.id, 2)

@@ -23,7 +23,9 @@ from ingest.job import run_ingest
 from rag.check import check_knowledge_base, repair_knowledge_base
 from rag.config import AppConfig
 from rag.errors import KnowledgeBaseDamagedError
-from rag.store import DB_NAME, MANIFEST_NAME, KnowledgeBase, index_file_name, keyword_dir_name
+from rag.kb.embedded import EmbeddedKnowledgeBase
+from rag.kb.generations import MANIFEST_NAME, index_file_name, keyword_dir_name
+from rag.kb.sqlite_rows import DB_NAME
 from tests.fakes import FakeEmbedder
 from ui.cli import main as rag
 
@@ -56,12 +58,13 @@ def built(tmp_path: Path, make_config: Any) -> tuple[AppConfig, dict[str, Any]]:
 def _observe(config: AppConfig) -> dict[str, Any]:
     """Rows and results a user sees: what a repair must bring back."""
     embedder = FakeEmbedder()
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         assert kb.consistency_problems(config) == []
-        index, keyword = kb.load_indexes(config)
+        searcher = kb.searcher(config)
+        keyword = searcher.keyword_index
         chunks = sorted((c.id, c.text) for c, _ in kb.all_chunks())
         # Whole rankings with ties in id order: a rebuilt index holds equal vectors in another order.
-        dense = kb.search(index, embedder.embed_queries(list(QUERIES)), len(chunks))
+        dense = searcher.dense(embedder.embed_queries(list(QUERIES)), len(chunks))
         return {
             "chunks": chunks,
             "documents": [d.source for d in kb.documents()],
@@ -109,7 +112,7 @@ def test_a_damaged_faiss_file_is_named_and_embedded_again(
     damage(index_file)
 
     assert _parts(config) == [index_file.name]
-    with KnowledgeBase.open(config.kb_dir, config) as kb, pytest.raises(KnowledgeBaseDamagedError) as error:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb, pytest.raises(KnowledgeBaseDamagedError) as error:
         kb.load_indexes(config)
     assert index_file.name in str(error.value) and f"rag check --repair --kb {config.kb_dir}" in str(error.value)
     # A plain re-run of the ingest meets it the same way: one clear error, not a FAISS stack trace.
@@ -134,7 +137,7 @@ def test_a_damaged_manifest_row_is_rebuilt_from_manifest_json(
         db.execute("UPDATE meta SET value = '{\"format_version\": \"one\"}' WHERE key = 'manifest'")
 
     with pytest.raises(KnowledgeBaseDamagedError, match=r"manifest .*format_version.*rag check --repair"):
-        KnowledgeBase.open(config.kb_dir, config)
+        EmbeddedKnowledgeBase.open(config.kb_dir, config)
     for command in (["info"], ["search", "apples"]):  # both fail before a model would load
         assert rag([*command, "--kb", str(config.kb_dir), "--set", "embedding.model=fake/hashing-64"]) == 1
         err = capsys.readouterr().err
@@ -259,7 +262,7 @@ def test_chunks_whose_document_row_is_gone_keep_their_vectors_through_a_repair(
     report = _repair(config)
     assert [f.part for f in report.findings if f.level != "note"] == [f"{DB_NAME} (chunks)"], report.findings
     assert report.not_saved == [f"{DB_NAME} (chunks): {report.findings[0].problem}"]
-    with KnowledgeBase.open(config.kb_dir, config) as kb:  # both indexes name every chunk row again
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:  # both indexes name every chunk row again
         dense, keyword = kb.load_indexes(config)
         assert len(dense) == len(keyword) == kb.stats().chunks
 

@@ -134,7 +134,7 @@ def test_parser_reads_every_eval_option() -> None:
         ["eval", "data", "--kb", "kb", "--out", "o", "--format", "beir", "--docs", "d", "--retrieval-only",
          "--limit", "5", "--set", "retrieval.top_k=8", "--json"]
     )  # fmt: skip
-    assert args.targets == ["data"] and args.kb == Path("kb") and args.out == Path("o")
+    assert args.targets == ["data"] and args.kb == "kb" and args.out == Path("o")
     assert (args.format, args.docs, args.retrieval_only, args.closed_book, args.limit, args.json) == (
         "beir", Path("d"), True, False, 5, True,
     )  # fmt: skip

@@ -19,9 +19,9 @@ import pytest
 from rag.components import Components
 from rag.errors import ModelLoadError
 from rag.generator import VllmGenerator
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from rag.retriever import CrossEncoderReranker
 from rag.server import ServerState
-from rag.store import KnowledgeBase
 from tests.evalkit import GOOD_ANSWERS, PAYLOAD, VACATION, build_kb, eval_config
 from tests.fakes import FakeComponents, FakeEmbedder
 from ui.cli import main
@@ -62,7 +62,7 @@ def test_retriever_and_support_scorer_follow_the_configuration(tmp_path: Path) -
     components = Components(config)
     embedder = FakeEmbedder()
     assert components.reranker() is None, "no reranker configured: none is loaded"
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         retriever = components.retriever(kb, embedder)
         assert not isinstance(retriever, CrossEncoderReranker)
         (hit, *_) = retriever.retrieve(VACATION, 3)

@@ -22,8 +22,8 @@ from rag.context import (
     running_lines,
 )
 from rag.errors import ManifestMismatchError
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from rag.manifest import Manifest
-from rag.store import KnowledgeBase
 from rag.types import Page
 from tests.fakes import FakeEmbedder, FakeTokenizer
 from tests.filefactory import make_pdf, make_statement_pdf
@@ -82,7 +82,7 @@ def test_chunks_are_embedded_and_keyword_indexed_with_their_document_name(filing
     run_ingest([filing], config, embedder)
     assert any(text.startswith("ACME 2017 10K\n\nTotal net sales") for text in embedder.embedded_documents)
     assert any(text.startswith("notes\n\nMeeting notes") for text in embedder.embedded_documents)
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         assert kb.manifest.chunk_context == "page"  # the default; a text file has no page headings
         stored = {source: chunk for chunk, source in kb.all_chunks()}
         acme = stored[str(filing / "ACME_2017_10K.txt")]
@@ -96,7 +96,7 @@ def test_without_context_the_file_name_is_not_searchable(filing: Path, make_conf
     embedder = FakeEmbedder()
     run_ingest([filing], config, embedder)
     assert all(not text.startswith("ACME") for text in embedder.embedded_documents)
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         _, keyword = kb.load_indexes(config)
         assert keyword.search("acme", 5) == []
 
@@ -109,7 +109,7 @@ def test_changing_the_context_setting_needs_a_reindex(filing: Path, make_config:
         run_ingest([filing], contextual, FakeEmbedder())
     summary = run_ingest([filing], contextual, FakeEmbedder(), reindex=True)
     assert summary.documents == 2
-    with KnowledgeBase.open(contextual.kb_dir, contextual) as kb:
+    with EmbeddedKnowledgeBase.open(contextual.kb_dir, contextual) as kb:
         assert kb.manifest.chunk_context == "page"
         assert kb.consistency_problems(contextual) == []
         _, keyword = kb.load_indexes(contextual)
@@ -207,7 +207,7 @@ def test_the_statement_page_of_the_year_asked_comes_first(tmp_path: Path, make_c
         "ACME 2023 10K - ACME Corp and Subsidiaries Consolidated Statements of Cash Flows\n\n" in text
         for text in embedder.embedded_documents
     )
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         retriever = Components(config).retriever(kb, embedder)
         hits = retriever.retrieve("Using the cash flow statement, what were ACME's FY2023 capital expenditures?", 3)
     assert (hits[0].source, hits[0].chunk.page) == (str(paths["2023"]), 2)

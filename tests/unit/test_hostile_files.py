@@ -19,8 +19,8 @@ from ingest.discovery import discover
 from ingest.job import IngestSummary, read_file, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS
 from ingest.progress import describe
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from rag.records import FailedFile, TextlessFile
-from rag.store import KnowledgeBase
 from tests.fakes import FakeEmbedder, FakeIngestReporter
 from tests.filefactory import (
     LAUGHS_PAYLOAD,
@@ -61,7 +61,7 @@ def _reasons(summary: IngestSummary) -> dict[str, str]:
 
 def _stored_texts(config: Any) -> dict[str, str]:
     texts: dict[str, str] = {}
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         for chunk, source in kb.all_chunks():
             texts[Path(source).name] = texts.get(Path(source).name, "") + chunk.text
     return texts

@@ -12,7 +12,7 @@ from ingest.discovery import discover
 from ingest.job import IngestSummary, run_ingest
 from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader
 from rag.errors import ManifestMismatchError
-from rag.store import KnowledgeBase
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from tests.fakes import FakeEmbedder, FakeIngestReporter
 from tests.filefactory import make_statement_pdf
 
@@ -37,7 +37,7 @@ def _ingest(
 
 
 def _chunk_ids(config: Any) -> list[int]:
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         assert kb.consistency_problems(config) == []
         return sorted(c.id for c, _ in kb.all_chunks())
 
@@ -75,7 +75,7 @@ def test_edited_file_is_replaced_and_pruned_file_removed(docs: Path, make_config
     (docs / "a.txt").write_text("Cherries are red. " * 5)
     summary, _ = _ingest([docs], config)
     assert (summary.added, summary.updated, summary.unchanged) == (0, 1, 1)
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         texts = [c.text for c, source in kb.all_chunks() if source.endswith("a.txt")]
     assert texts and all("Cherries" in t and "Apples" not in t for t in texts)
     after = _chunk_ids(config)
@@ -145,7 +145,7 @@ def test_reindex_with_another_model_re_embeds_stored_documents(docs: Path, make_
     embedder = FakeEmbedder("fake/other-32", dimension=32)
     summary, _ = _ingest([docs], other, embedder, reindex=True)
     assert summary.documents == 2
-    with KnowledgeBase.open(other.kb_dir, other) as kb:
+    with EmbeddedKnowledgeBase.open(other.kb_dir, other) as kb:
         assert kb.manifest.embedding_model == "fake/other-32" and kb.manifest.dimension == 32
         assert kb.consistency_problems(other) == []
         assert len({source for _, source in kb.all_chunks()}) == 2
@@ -186,7 +186,7 @@ def test_changing_pdf_text_needs_a_reindex_that_extracts_the_pdfs_again(tmp_path
         summary = run_ingest([folder / "notes.txt"], with_pdfium, FakeEmbedder(), reindex=True)
     assert extracted == [("pdfium", statement.name)]
     assert summary.failed == [] and (summary.added, summary.documents) == (1, 2)
-    with KnowledgeBase.open(with_pdfium.kb_dir, with_pdfium) as kb:
+    with EmbeddedKnowledgeBase.open(with_pdfium.kb_dir, with_pdfium) as kb:
         assert kb.manifest.pdf_text == "pdfium"
         assert kb.consistency_problems(with_pdfium) == []
         texts = {Path(source).name: chunk.text for chunk, source in kb.all_chunks()}

@@ -35,8 +35,8 @@ from ingest.ocr import (
 )
 from ingest.progress import describe
 from rag.errors import ConfigError, DocumentLoadError
+from rag.kb.embedded import EmbeddedKnowledgeBase, EmbeddedWriter
 from rag.records import OcrFile, TextlessFile
-from rag.store import KnowledgeBase, KnowledgeBaseWriter
 from rag.types import LoadedDocument, Page, TextBox
 from tests.fakes import FakeEmbedder, FakeIngestReporter, FakeOcrEngine
 from tests.filefactory import make_scanned_pdf
@@ -222,7 +222,7 @@ def test_auto_reads_the_scanned_page_and_counts_it_everywhere(
         "scanned with no text OCR could read; see ingest.ocr): 4"
     )
 
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         assert kb.stats().ocr_pages == 1 and kb.stats().pages == 4
         (document,) = kb.documents()
         page = kb.page(document.id, 2)
@@ -284,7 +284,7 @@ def test_reindex_reads_again_the_pdfs_stored_with_scanned_pages_empty(
     assert summary.unchanged == 2 and summary.ocr_pages == 0, "an unchanged file is not read again"
     summary = run_ingest([], config, FakeEmbedder(), reindex=True)
     assert summary.failed == [] and summary.ocr_pages == 1 and summary.documents == 2
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         assert kb.stats().ocr_pages == 1 and kb.consistency_problems(config) == []
 
 
@@ -313,12 +313,12 @@ def test_a_knowledge_base_from_before_ocr_opens_reads_and_gains_the_columns(
         database.execute(f"ALTER TABLE pages DROP COLUMN {column}")  # as a version before OCR made it
     database.commit()
     database.close()
-    with KnowledgeBase.open(config.kb_dir, config) as kb:  # a reader cannot add the columns
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:  # a reader cannot add the columns
         (document,) = kb.documents()
         page = kb.page(document.id, 1)
         assert page is not None and page.text.strip() == FIRST and page.ocr_engine is None
         assert kb.stats().ocr_pages == 0 and kb.stats().pages == 4
-    with KnowledgeBaseWriter.open(config.kb_dir, config, dimension=64) as writer:
+    with EmbeddedWriter.open(config.kb_dir, config, dimension=64) as writer:
         assert [p.text.strip() for p in writer.stored_pages(document.id)] == [FIRST, "", LAST, ""]
     columns = {row[1] for row in sqlite3.connect(config.kb_dir / "kb.sqlite").execute("PRAGMA table_info(pages)")}
     assert {"ocr_engine", "ocr_boxes"} <= columns
@@ -368,7 +368,7 @@ def test_loader_workers_read_scanned_pages_in_a_second_task_under_its_own_limit(
     assert summary.failed == [] and summary.ocr_pages == 1
     assert [(Path(f.path).name, f.pages) for f in summary.pages_read_by_ocr] == [("mixed.pdf", [2])]
     assert len(reporter.messages) == 1
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         texts = {chunk.page: chunk.text for chunk, _ in kb.all_chunks()}
     _known_words(texts[2])
 

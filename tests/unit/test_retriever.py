@@ -8,6 +8,7 @@ from langchain_core.documents import Document as LcDocument
 from ingest.job import run_ingest
 from rag.components import Components
 from rag.config import RetrievalConfig
+from rag.kb.embedded import EmbeddedKnowledgeBase
 from rag.langchain import KnowledgeBaseRetriever
 from rag.records import HitRecord
 from rag.retriever import (
@@ -21,7 +22,6 @@ from rag.retriever import (
     reciprocal_rank_fusion,
     retrieve_many,
 )
-from rag.store import KnowledgeBase
 from rag.types import Chunk, ScoredChunk
 from tests.fakes import FakeEmbedder
 
@@ -75,7 +75,7 @@ def test_modes_and_langchain_adapter_over_a_real_store(tmp_path: Path, make_conf
     config = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
     embedder = FakeEmbedder()
     run_ingest([docs], config, embedder)
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         for mode in ("dense", "keyword", "hybrid"):
             mode_config = config.model_copy(update={"retrieval": RetrievalConfig(mode=mode)})
             hits = Components(mode_config).retriever(kb, embedder).retrieve("zyxwv brakes", 2)
@@ -124,7 +124,7 @@ def test_retrieve_many_equals_one_at_a_time_and_embeds_once(tmp_path: Path, make
     embedder = FakeCountingEmbedder()
     run_ingest([docs], config, embedder)
     queries = ["pears", "brakes", "apples engines"]
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
         for mode in ("dense", "keyword", "hybrid"):
             mode_config = config.model_copy(update={"retrieval": RetrievalConfig(mode=mode)})
             retriever = Components(mode_config).retriever(kb, embedder)
@@ -195,10 +195,10 @@ def test_assembled_retriever_ranks_pages_unless_told_not_to(tmp_path: Path, make
     config = make_config(embedding__model="fake/hashing-64", ingest__workers=0)
     embedder = FakeEmbedder()
     run_ingest([docs], config, embedder)
-    with KnowledgeBase.open(config.kb_dir, config) as kb:
-        dense, keyword = kb.load_indexes(config)
+    with EmbeddedKnowledgeBase.open(config.kb_dir, config) as kb:
+        searcher = kb.searcher(config)
         for scoring in ("max", "sum"):
             retrieval = config.retrieval.model_copy(update={"page_scoring": scoring})
-            assert isinstance(assemble_retriever(retrieval, kb, embedder, dense, keyword), PageRanker)
+            assert isinstance(assemble_retriever(retrieval, searcher, embedder), PageRanker)
         retrieval = config.retrieval.model_copy(update={"page_scoring": "none"})
-        assert isinstance(assemble_retriever(retrieval, kb, embedder, dense, keyword), HybridRetriever)
+        assert isinstance(assemble_retriever(retrieval, searcher, embedder), HybridRetriever)
