@@ -71,6 +71,12 @@ def _tokenize(texts: Sequence[str]) -> list[list[str]]:
     return [list(words) for words in tokens]
 
 
+def analyzed(texts: Sequence[str]) -> list[str]:
+    """Each text as the words BM25 counts, space-separated (split, stop words out, stemmed): what
+    a search engine with its own BM25 (Milvus) is given, so that it counts the same words."""
+    return [" ".join(words) for words in _tokenize(texts)]
+
+
 class Bm25Index:
     """An immutable BM25 index over chunk texts. Build with :meth:`build`, persist with :meth:`write`."""
 
