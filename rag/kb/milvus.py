@@ -110,16 +110,24 @@ def _quote(value: str) -> str:
 
 
 class _LiteNoise(logging.Filter):
-    """Drops the two log records every scan of Milvus Lite makes: it lacks the call that takes a
-    snapshot timestamp (``AllocTimestamp``), and pymilvus then takes its own, which is correct for
-    the one process a Lite file has."""
+    """Drops the two log records every scan of Milvus Lite makes (it lacks the call that takes a
+    snapshot timestamp, ``AllocTimestamp``, and pymilvus then takes its own, which is correct for
+    the one process a Lite file has), and the traceback it logs for a file another process holds,
+    which :func:`_connect` reports in one line."""
+
+    NOISE = ("Method not implemented", "failed to get mvccTs", "Failed to start MilvusLite server")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "Method not implemented" not in message and "failed to get mvccTs" not in message
+        return not any(noise in message for noise in self.NOISE)
 
 
 _LITE_NOISE = _LiteNoise()
+# Milvus Lite serves a file from a server inside this process, started by the first client of the
+# file and kept, holding the file's lock, until the process ends. Counting our open clients lets
+# the last one to close stop it, so another process (an ingest after a search) can open the file.
+_lite_clients: dict[str, int] = {}
+_lite_lock = threading.Lock()
 
 
 def _connect(location: MilvusLocation) -> MilvusClient:
@@ -127,11 +135,10 @@ def _connect(location: MilvusLocation) -> MilvusClient:
     from pymilvus.exceptions import MilvusException
 
     if location.lite:
-        for name in ("grpc._server", "pymilvus.client.iterator.query_iterator"):
+        for name in ("grpc._server", "pymilvus.client.iterator.query_iterator", "milvus_lite.server_manager"):
             logging.getLogger(name).addFilter(_LITE_NOISE)  # adding the same filter twice keeps one
-
     try:
-        return MilvusClient(uri=location.uri)
+        client = MilvusClient(uri=location.uri)
     except MilvusException as exc:
         if location.lite:
             raise KnowledgeBaseLockedError(
@@ -139,6 +146,24 @@ def _connect(location: MilvusLocation) -> MilvusClient:
                 "process at a time (is the page or an ingest using it?); a Milvus server has no such limit"
             ) from None
         raise KnowledgeBaseError(f"cannot reach Milvus at {location}: {first_line(exc)}") from None
+    if location.lite:
+        with _lite_lock:
+            _lite_clients[location.uri] = _lite_clients.get(location.uri, 0) + 1
+    return client
+
+
+def _disconnect(location: MilvusLocation, client: MilvusClient) -> None:
+    client.close()
+    if not location.lite:
+        return
+    with _lite_lock:
+        left = _lite_clients.get(location.uri, 1) - 1
+        _lite_clients[location.uri] = left
+        if left == 0:
+            del _lite_clients[location.uri]
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(location.uri)
 
 
 def _index_params(config: IndexConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -166,6 +191,13 @@ class _Collections:
 
     def names(self) -> tuple[str, ...]:
         return (self.chunks, self.documents, self.pages, self.runs, self.run_files, self.meta)
+
+    def load(self) -> None:
+        """Load every collection into memory: Milvus answers nothing about one that is released
+        (as all are after a restart)."""
+        for name in self.names():
+            if self.client.has_collection(name):
+                self.client.load_collection(name)
 
     def exists(self) -> bool:
         return bool(self.client.has_collection(self.meta))
@@ -447,15 +479,16 @@ class MilvusKnowledgeBase:
                 f"no knowledge base at {location}; create one with `rag ingest PATH --kb {location}`"
             )
         collections = _Collections(location, _connect(location))
+        if collections.exists():
+            collections.load()
         manifest = collections.manifest() if collections.exists() else None
         if manifest is None:
-            collections.client.close()
+            _disconnect(collections.location, collections.client)
             raise KnowledgeBaseNotFoundError(
                 f"knowledge base {location} is empty; add documents with `rag ingest PATH --kb {location}`"
             )
         if config is not None:
             manifest.check_embedding(config.embedding, str(location))
-        collections.client.load_collection(collections.chunks)
         return cls(collections, manifest)
 
     @property
@@ -463,7 +496,7 @@ class MilvusKnowledgeBase:
         return str(self.collections.location)
 
     def close(self) -> None:
-        self.collections.client.close()
+        _disconnect(self.collections.location, self.collections.client)
 
     def __enter__(self) -> MilvusKnowledgeBase:
         return self
@@ -582,6 +615,8 @@ class MilvusWriter:
             Path(location.uri).parent.mkdir(parents=True, exist_ok=True)
         collections = _Collections(location, _connect(location))
         try:
+            if collections.exists():
+                collections.load()
             stored = collections.manifest() if collections.exists() else None
             if stored is not None:
                 stored.check_embedding(config.embedding, str(location))
@@ -592,8 +627,7 @@ class MilvusWriter:
                         f"{FORMAT_VERSION}. Ingest into a new collection."
                     )
             collections.create(dimension, config.index)
-            for name in collections.names():
-                collections.client.load_collection(name)
+            collections.load()
             # Runs left "running" were killed.
             for row in collections.client.query(collections.runs, filter='status == "running"', output_fields=["*"]):
                 collections.client.upsert(collections.runs, [{**row, "status": "interrupted"}])
@@ -609,7 +643,7 @@ class MilvusWriter:
                 manifest = manifest.model_copy(update={"documents": stored.documents, "chunks": stored.chunks})
             return cls(collections, manifest, stored)
         except BaseException:
-            collections.client.close()
+            _disconnect(collections.location, collections.client)
             raise
 
     def __enter__(self) -> MilvusWriter:
@@ -621,7 +655,7 @@ class MilvusWriter:
     def close(self) -> None:
         """Drop what was not committed and disconnect."""
         self._documents.clear()
-        self.collections.client.close()
+        _disconnect(self.collections.location, self.collections.client)
 
     def stored_documents(self) -> dict[str, StoredDocument]:
         fields = ["id", "source", "content_hash", "size_bytes", "mtime_ns", "title"]

@@ -4,7 +4,6 @@ Lite, both real), through the factories everything above the store uses."""
 from __future__ import annotations
 
 import hashlib
-
 from collections.abc import Iterator
 from pathlib import Path
 
