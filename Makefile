@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-ocr bench-peers clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-ocr bench-peers bench-index-memory clean
 
 install: $(STAMP)
 
@@ -111,6 +111,10 @@ bench-ocr: install
 # runs in a virtualenv of its own that the script makes (and reuses) under bench/.peers-venvs.
 bench-peers: install
 	$(BIN)/python bench/peers.py
+
+# Not part of `bench`: FAISS index memory per vector (flat, IVF, IVF-PQ, HNSW), for docs/scale.md.
+bench-index-memory: install
+	$(BIN)/python bench/index_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

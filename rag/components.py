@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rag.kb import KnowledgeBase
     from rag.prompt import ChatTokenizer
     from rag.retriever import CrossEncoderScorer, Retriever
-    from rag.server import ModelServer
+    from rag.server import ModelServerControl
     from rag.support import SupportScorer
 
 
@@ -126,10 +126,12 @@ class Components:
     # -- the model server ----------------------------------------------------------------------
 
     def server_url(self) -> str:
-        """The configured model server's OpenAI-compatible API, ``http://host:port/v1``."""
+        """The configured model server's OpenAI-compatible API: ``generator.base_url`` when set,
+        else the local server's ``http://host:port/v1``."""
         from rag.server import api_base_url
 
-        return api_base_url(self.config.generator.host, self.config.generator.port)
+        generator = self.config.generator
+        return generator.base_url or api_base_url(generator.host, generator.port)
 
     def server_generator(self, config: AppConfig | None = None) -> Generator:
         """A client of the model server at :meth:`server_url`, sampling as ``config`` says
@@ -140,8 +142,9 @@ class Components:
 
         return ServerGenerator(config or self.config, self.server_url())
 
-    def model_server(self) -> ModelServer:
-        """Starts, watches and stops the configured vLLM server; building it starts nothing."""
-        from rag.server import ModelServer
+    def model_server(self) -> ModelServerControl:
+        """Starts, watches and stops the configured vLLM server; building it starts nothing. With
+        ``generator.base_url`` set, the server there, which it only watches (``managed`` is False)."""
+        from rag.server import ExternalModelServer, ModelServer
 
-        return ModelServer(self.config)
+        return ExternalModelServer(self.config) if self.config.generator.base_url else ModelServer(self.config)

@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -291,25 +292,66 @@ class GeneratorConfig(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
     dtype: str = Field("auto", description="auto: float32 on a CPU (twice bfloat16's speed there), else bfloat16.")
     enforce_eager: bool | None = Field(None, description="None: eager on a CPU (no 5-minute compile), graphs on a GPU.")
-    kv_cache_gib: float = Field(2.0, gt=0, description="Paged KV cache size on a CPU (VLLM_CPU_KVCACHE_SPACE).")
+    kv_cache_gib: int = Field(
+        2,
+        ge=1,
+        description="Paged KV cache size on a CPU, in whole GiB: vLLM reads VLLM_CPU_KVCACHE_SPACE as an integer "
+        "(its server fails to start on 0.5). 1 GiB holds about 46k tokens of the 135M default model.",
+    )
     prefix_caching: bool = Field(
         True, description="Reuse the KV cache of prompt prefixes already computed (the fixed instructions first)."
     )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     host: str = Field(
         "127.0.0.1",
-        description="Where `rag model start` binds the OpenAI-compatible server, and where clients reach it. "
-        "Anything but loopback needs api_key.",
+        description="Where `rag model start` binds the OpenAI-compatible server, and where clients reach it "
+        "unless base_url is set. Anything but loopback needs api_key.",
     )
     port: int = Field(8000, gt=0, lt=65536)
     api_key: SecretStr | None = Field(
         None,
         description="The key the model server requires (given to vLLM as VLLM_API_KEY, not on its command line) "
-        "and the clients send. Required when host is not loopback.",
+        "and the clients send, to base_url too. Required when host is not loopback.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible API that serves generator.model elsewhere, e.g. http://router:8000/v1: "
+        "vllm-router in front of several `vllm serve`, `vllm serve --data-parallel-size N`, Ray Serve LLM. When "
+        "set, the page and `rag ask` send their requests there (with api_key, when set), and rag starts and stops "
+        "no server: host and port are not used, and `rag model stop` refuses. A URL without a path gets /v1 (the "
+        "API root of vLLM and its routers); one with a path is used as given (the root an OpenAI client adds "
+        "/chat/completions to). The server's model name must be generator.model, and its context length at least "
+        "max_model_len.",
     )
     startup_timeout_s: float = Field(600.0, gt=0, description="How long to wait for the server to be healthy.")
     request_timeout_s: float = Field(300.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("WARNING", description="vLLM's own log level.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_api_root(cls, url: str | None) -> str | None:
+        return None if url is None or not url.strip() else openai_api_root(url)
+
+
+def openai_api_root(url: str) -> str:
+    """``url`` as the root of an OpenAI-compatible API: http(s), a host, no query, no trailing
+    slash, ``/v1`` added when it has no path. Raises ValueError saying what is wrong."""
+    parts = urlsplit(url.strip())
+    example = "e.g. http://router:8000/v1"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, {example}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check: urlsplit reads it lazily
+    except ValueError:
+        raise ValueError(f"has a port that is not a number from 0 to 65535, {example}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials: set generator.api_key, which is sent as a bearer token")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must have no query or fragment: it is the API's root, {example}")
+    path = parts.path.rstrip("/")
+    if path.endswith(("/completions", "/models")):
+        raise ValueError(f"must be the API's root, not one of its endpoints, {example}")
+    return urlunsplit((parts.scheme, parts.netloc, path or "/v1", "", ""))
 
 
 class AnswerConfig(_Section):
@@ -516,7 +558,7 @@ def vllm_environment(config: AppConfig, *, cpu: bool) -> dict[str, str]:
         env |= {
             "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
             "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-            "VLLM_CPU_KVCACHE_SPACE": f"{config.generator.kv_cache_gib:g}",
+            "VLLM_CPU_KVCACHE_SPACE": str(config.generator.kv_cache_gib),
         }
     return env
 

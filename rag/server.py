@@ -1,4 +1,5 @@
-"""Starting, watching and stopping vLLM's OpenAI-compatible server on loopback.
+"""Starting, watching and stopping vLLM's OpenAI-compatible server on loopback, or watching the
+one at ``generator.base_url`` that runs elsewhere.
 
 Bound anywhere else, the server requires ``generator.api_key``: :meth:`ModelServer.start`
 refuses to start without one. The key reaches vLLM as ``VLLM_API_KEY`` in its environment
@@ -8,6 +9,10 @@ The server runs in its own process session, so it outlives the ``rag`` command t
 it; ``<data_dir>/server.json`` records its pid, address and model, ``server.log`` its output.
 It is launched as ``python -m vllm.entrypoints.openai.api_server``: on the CPU build the
 ``vllm`` command itself fails (it looks up a package named ``vllm``; PLATFORM.md).
+
+With ``generator.base_url`` set the model is served elsewhere (a router in front of replicas, vLLM
+with data parallelism, Ray Serve LLM): :class:`ExternalModelServer` stands in for
+:class:`ModelServer` with the same methods, and starts and stops nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from rag.config import AppConfig, child_environment, vllm_environment
 from rag.errors import ConfigError, GeneratorUnavailableError
@@ -52,8 +58,12 @@ class ServerStatus:
     state: ServerState | None
     running: bool
     healthy: bool
+    external_url: str | None = None  # generator.base_url: a server rag neither started nor stops
 
     def describe(self) -> str:
+        if self.external_url is not None:
+            health = "healthy" if self.healthy else "not answering"
+            return f"{health}: {self.external_url} (generator.base_url; rag neither starts nor stops it)"
         if self.state is None or not self.running:
             return "stopped"
         health = "healthy" if self.healthy else "starting (not healthy yet)"
@@ -98,7 +108,18 @@ def server_environment(config: AppConfig, *, cpu: bool) -> dict[str, str]:
 def is_healthy(host: str, port: int, timeout: float = 2.0, key: str | None = None) -> bool:
     """True when the server at ``host:port`` answers ``/health`` with 200. vLLM does not guard
     ``/health`` with its key; ``key`` is sent anyway, so a server (or proxy) that does still answers."""
-    request = urllib.request.Request(f"http://{host}:{port}/health")
+    return _answers_200(f"http://{host}:{port}/health", timeout, key)
+
+
+def api_answers(base_url: str, timeout: float = 5.0, key: str | None = None) -> bool:
+    """True when the OpenAI-compatible API at ``base_url`` answers ``GET {base_url}/models`` with
+    200. Unlike ``/health`` (vLLM's own, outside ``/v1``), every such API has it, routers pass it
+    on, and vLLM guards it with its key: a 200 also says that ``key`` is accepted."""
+    return _answers_200(f"{base_url}/models", timeout, key)
+
+
+def _answers_200(url: str, timeout: float, key: str | None) -> bool:
+    request = urllib.request.Request(url)
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     try:
@@ -129,8 +150,62 @@ def server_command(config: AppConfig, location: str, host: str, port: int) -> li
     return command
 
 
+class ModelServerControl(Protocol):
+    """What the commands ask of the configured model server: :class:`ModelServer` (started and
+    stopped here) or :class:`ExternalModelServer` (``generator.base_url``)."""
+
+    @property
+    def managed(self) -> bool:
+        """True when rag starts and stops this server."""
+        ...
+
+    def status(self) -> ServerStatus: ...
+
+    def start(self, *, wait: bool = True, port: int | None = None) -> ServerStatus: ...
+
+    def stop(self) -> bool: ...
+
+
+class ExternalModelServer:
+    """The OpenAI-compatible API at ``generator.base_url``, served by whatever runs there. rag
+    starts and stops nothing: :meth:`start` only checks that it answers."""
+
+    managed = False
+
+    def __init__(self, config: AppConfig) -> None:
+        if config.generator.base_url is None:
+            raise ValueError("ExternalModelServer needs generator.base_url")
+        self._config = config
+        self.base_url = config.generator.base_url
+
+    def status(self) -> ServerStatus:
+        up = api_answers(self.base_url, key=api_key(self._config))
+        return ServerStatus(None, running=up, healthy=up, external_url=self.base_url)
+
+    def start(self, *, wait: bool = True, port: int | None = None) -> ServerStatus:
+        """The status when the API answers. Raises :class:`GeneratorUnavailableError` at once when it
+        does not (nothing here could make it answer), :class:`ConfigError` when given a port."""
+        if port is not None:
+            raise ConfigError(f"generator.base_url is set ({self.base_url}): rag starts no server, on any port")
+        status = self.status()
+        if not status.healthy:
+            raise GeneratorUnavailableError(
+                f"the model server at {self.base_url} (generator.base_url) does not answer GET {self.base_url}/models "
+                "with 200; start it where it runs, check generator.api_key, or unset generator.base_url to have rag "
+                "start a local server"
+            )
+        return status
+
+    def stop(self) -> bool:
+        raise ConfigError(
+            f"generator.base_url is set ({self.base_url}): rag did not start the server there and does not stop it"
+        )
+
+
 class ModelServer:
     """The one model server of a data directory."""
+
+    managed = True
 
     def __init__(self, config: AppConfig) -> None:
         self._config = config
@@ -145,6 +220,11 @@ class ModelServer:
 
     def status(self) -> ServerStatus:
         state = self._read_state()
+        if state is not None:
+            # A server this process started and that has exited stays a zombie, which signal 0 still
+            # finds, until it is reaped: without this, a server that dies while starting is waited
+            # for until startup_timeout_s instead of reported at once.
+            _reap(state.pid)
         if state is None or not process_alive(state.pid):
             return ServerStatus(state, running=False, healthy=False)
         return ServerStatus(state, running=True, healthy=is_healthy(state.host, state.port, key=api_key(self._config)))

@@ -426,7 +426,8 @@ def cmd_ask(args: argparse.Namespace, components: Components, err: Console) -> i
     server = components.model_server()
     pipeline = build_pipeline(config, components.server_generator(), components=components)
     if not server.status().healthy:
-        err.print("starting the model server (about a minute on a CPU; `rag model stop` stops it)…")
+        if server.managed:  # else (generator.base_url) start only says why the server there does not answer
+            err.print("starting the model server (about a minute on a CPU; `rag model stop` stops it)…")
         server.start(wait=True)
     if args.stream and not args.json:
         final: Answer | None = None
@@ -455,7 +456,8 @@ def cmd_model(args: argparse.Namespace, components: Components, err: Console) ->
     if args.action == "provision":
         print(f"default generator ready at {provision_default_generator(components.config)}")
     elif args.action == "start":
-        err.print("starting the model server…")
+        if server.managed:
+            err.print("starting the model server…")
         print(server.start(wait=True, port=args.port).describe())
     elif args.action == "stop":
         print("stopped" if server.stop() else "no model server was running")

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rag.config import AppConfig, child_environment
-from rag.server import ModelServer, is_loopback
+from rag.server import ModelServerControl, is_loopback
 
 APP = Path(__file__).with_name("app.py")
 
@@ -32,11 +32,12 @@ def streamlit_command(config: AppConfig, host: str, port: int, app_arguments: Se
 
 
 def serve(
-    config: AppConfig, server: ModelServer, host: str, port: int, app_arguments: Sequence[str], err: Console
+    config: AppConfig, server: ModelServerControl, host: str, port: int, app_arguments: Sequence[str], err: Console
 ) -> int:
     """Start (or reuse) ``server``, the configured model server, and wait until it is healthy,
     then run the page until it exits or Ctrl-C. A model server started here is stopped on the
-    way out; one that was already running is left running for whoever started it."""
+    way out; one that was already running is left running for whoever started it, and one at
+    ``generator.base_url`` is only checked to answer."""
     if not is_loopback(host) and config.ui.password is None:
         err.print(
             f"[yellow]warning:[/yellow] the page will be reachable from other machines at {host}:{port} "
@@ -44,14 +45,17 @@ def serve(
             markup=True,
         )
     before = server.status()
-    started_here = not before.running
-    if not before.healthy:
+    started_here = server.managed and not before.running
+    if server.managed and not before.healthy:
         err.print("starting the model server (about a minute on a CPU)…" if started_here else "waiting for it…")
     status = server.start(wait=True)
     err.print(f"model server: {status.describe()}")
     page = subprocess.Popen(streamlit_command(config, host, port, app_arguments), env=child_environment({}))
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    stops = "the page and the model server" if started_here else "the page (the model server was already running)"
+    if started_here:
+        stops = "the page and the model server"
+    else:
+        stops = "the page (the model server was already running)" if server.managed else "the page"
     err.print(f"the page is at http://{shown_host}:{port}  ·  Ctrl-C stops {stops}")
     try:
         return page.wait()

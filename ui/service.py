@@ -117,10 +117,18 @@ class UploadResult:
 def server_readiness(components: Components) -> str | None:
     """None when the configured model server answers; else what to tell the user."""
     config = components.config
+    server = components.model_server()
+    if not server.managed:
+        if server.status().healthy:
+            return None
+        return (
+            f"The model server at {components.server_url()} (generator.base_url) does not answer. "
+            "It runs elsewhere: start it there, or check generator.api_key."
+        )
     host, port = config.generator.host, config.generator.port
     if is_healthy(host, port, key=api_key(config)):
         return None
-    status = components.model_server().status()
+    status = server.status()
     if status.running:
         return "The model server is still starting (about a minute on a CPU). Ask again in a moment."
     return (

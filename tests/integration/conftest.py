@@ -41,13 +41,16 @@ def config_for(kb_dir: Path, model_settings: dict[str, Any], **more: Any) -> App
 
 def cli_settings(config: AppConfig) -> list[str]:
     """The same configuration as ``rag`` command-line flags."""
-    return [
+    flags = [
         "--kb", str(config.kb_dir), "--set", f"data_dir={config.data_dir}",
         "--set", f"generator.model={config.generator.model}", "--set", f"generator.port={config.generator.port}",
         "--set", f"generator.max_answer_tokens={config.generator.max_answer_tokens}",
         "--set", f"retrieval.top_k={config.retrieval.top_k}",
         "--set", f"answer.citations={config.answer.citations}",
     ]  # fmt: skip
+    if config.generator.base_url is not None:
+        flags += ["--set", f"generator.base_url={config.generator.base_url}"]
+    return flags
 
 
 @pytest.fixture(scope="session")

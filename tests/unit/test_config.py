@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import rag
-from rag.config import AppConfig, env_var_names, load_config, parse_assignments
+from rag.config import AppConfig, env_var_names, load_config, parse_assignments, vllm_environment
 from rag.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +81,53 @@ def test_embedding_backend_and_quantization_are_checked_and_named() -> None:
     # torch runs the model as it is: int8 needs an export.
     with pytest.raises(ConfigError, match=r"embedding\.quantization: .*needs backend 'onnx' or 'openvino'.*RAG_EMB"):
         load_config(environ={"RAG_EMBEDDING_QUANTIZATION": "int8"})
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("http://router:8000/v1", "http://router:8000/v1"),
+        ("https://llm.example.org/v1/", "https://llm.example.org/v1"),  # the trailing slash goes
+        ("http://10.0.0.5:30000", "http://10.0.0.5:30000/v1"),  # no path: vLLM's and its routers' /v1
+        ("http://[::1]:8000/", "http://[::1]:8000/v1"),
+        ("https://gateway.example.org/serve/llm/v1", "https://gateway.example.org/serve/llm/v1"),  # a path: as given
+        (" http://router:8000/v1 ", "http://router:8000/v1"),
+    ],
+)
+def test_the_generator_base_url_is_kept_as_an_api_root(given: str, kept: str) -> None:
+    assert load_config(overrides={"generator.base_url": given}, environ={}).generator.base_url == kept
+    assert load_config(environ={"RAG_GENERATOR_BASE_URL": given}).generator.base_url == kept
+
+
+def test_the_generator_base_url_is_none_unless_set() -> None:
+    assert load_config(environ={}).generator.base_url is None
+    assert load_config(environ={"RAG_GENERATOR_BASE_URL": ""}).generator.base_url is None
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("router:8000/v1", "http:// or https://"),
+        ("ftp://router/v1", "http:// or https://"),
+        ("http:///v1", "http:// or https://"),
+        ("http://router:99999/v1", "port"),
+        ("http://user:secret@router:8000/v1", "credentials"),
+        ("http://router:8000/v1?key=x", "no query"),
+        ("http://router:8000/v1/chat/completions", "not one of its endpoints"),
+        ("http://router:8000/v1/models", "not one of its endpoints"),
+    ],
+)
+def test_a_bad_generator_base_url_is_refused_with_the_reason_and_its_source(given: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"generator\.base_url: .*{why}.*RAG_GENERATOR_BASE_URL"):
+        load_config(environ={"RAG_GENERATOR_BASE_URL": given})
+
+
+def test_the_kv_cache_is_whole_gib_as_vllm_reads_it() -> None:
+    # vLLM parses VLLM_CPU_KVCACHE_SPACE with int(): "0.5" stops its server before it starts.
+    config = load_config(overrides={"generator.kv_cache_gib": 2.0}, environ={})  # 2.0 in a TOML file is 2
+    assert vllm_environment(config, cpu=True)["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    with pytest.raises(ConfigError, match=r"generator\.kv_cache_gib"):
+        load_config(environ={"RAG_GENERATOR_KV_CACHE_GIB": "0.5"})
 
 
 def test_missing_explicit_file_and_bad_toml(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """`rag serve`'s lifecycle with a stand-in model server (a fake, passed in) and a real child
-process in place of Streamlit: Ctrl-C stops the page, and the model server only if serve started it."""
+process in place of Streamlit: Ctrl-C stops the page, and the model server only if serve started it.
+And the real ``ModelServer`` with a child that exits while starting."""
 
 from __future__ import annotations
 
 import io
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,8 @@ from ui.serve import is_loopback, serve, streamlit_command
 
 class FakeModelServer:
     """A fake of rag.server.ModelServer that records what serve asked of it."""
+
+    managed = True
 
     def __init__(self, running_before: bool) -> None:
         self.running_before = running_before
@@ -65,3 +70,25 @@ def test_the_streamlit_command_binds_as_asked_and_passes_the_configuration(make_
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def test_a_server_that_dies_while_starting_is_reported_at_once(
+    monkeypatch: pytest.MonkeyPatch, make_config: Any, tmp_path: Path
+) -> None:
+    # The child this process started exits at once; unreaped, it would stay a zombie that signal 0
+    # still finds, and start would wait out startup_timeout_s (600 s) instead of reporting it.
+    from rag import server as server_module
+    from rag.errors import GeneratorUnavailableError
+    from rag.server import ModelServer
+
+    monkeypatch.setattr(server_module, "has_cuda", lambda: False)
+    monkeypatch.setattr(server_module, "resolve_generator_location", lambda config: "/models/m")
+    monkeypatch.setattr(
+        server_module, "server_command", lambda *args: [sys.executable, "-c", "print('bad setting'); exit(3)"]
+    )
+    server = ModelServer(make_config(data_dir=tmp_path / "data", generator__startup_timeout_s=60))
+    started = time.monotonic()
+    with pytest.raises(GeneratorUnavailableError, match=r"(?s)exited while starting.*bad setting"):
+        server.start(wait=True)
+    assert time.monotonic() - started < 20
+    assert not server.status().running
