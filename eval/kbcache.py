@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from eval.datasets import EvalDataset, corpus_file_name, iter_beir_corpus
 from eval.progress import EvalReporter, NullEvalReporter
 from eval.records import write_json
-from rag.config import AppConfig, KbLocation
+from rag.config import AppConfig, KbLocation, MilvusLocation
 from rag.embedder import Embedder
 from rag.files import write_text_atomic
 from rag.manifest import embedding_settings
@@ -70,18 +70,21 @@ def prepare_kb(
     """The knowledge base to evaluate ``dataset`` on, building it first when needed.
 
     ``kb_dir`` (the user's ``--kb``) wins; the project's own format uses ``config.kb_dir``;
-    BEIR and FinanceBench get a cached knowledge base (see the module docstring). ``embedder``
-    must be loaded. Files that fail to ingest are reported through ``reporter`` and left out
-    (a document that cannot be indexed cannot be retrieved, which the metrics then show).
+    BEIR and FinanceBench get a cached knowledge base (see the module docstring), or, when
+    ``kb_dir`` is in Milvus, have their documents ingested there (incrementally: a second run
+    adds nothing), so a benchmark can be scored through Milvus. ``embedder`` must be loaded.
+    Files that fail to ingest are reported through ``reporter`` and left out (a document that
+    cannot be indexed cannot be retrieved, which the metrics then show).
     """
-    if kb_dir is not None:
+    into_milvus = isinstance(kb_dir, MilvusLocation) and needs_built_kb(dataset)
+    if kb_dir is not None and not into_milvus:
         return kb_dir
     if not needs_built_kb(dataset):
         return config.kb_dir
     reporter = reporter or NullEvalReporter()
     folder = config.eval.runs_dir / CACHE_DIR / corpus_cache_key(dataset, config)
-    kb = folder / "kb"
-    if (folder / _DONE_FILE).is_file():
+    kb: KbLocation = kb_dir if kb_dir is not None else folder / "kb"
+    if not into_milvus and (folder / _DONE_FILE).is_file():
         reporter.message(f"using the cached knowledge base {kb}")
         return kb
     folder.mkdir(parents=True, exist_ok=True)

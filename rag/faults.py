@@ -41,6 +41,13 @@ CRASH_POINTS = (
     "manifest-written",
 )
 
+# The same for a knowledge base in Milvus (rag/kb/milvus.py), whose commit is a sequence of writes.
+MILVUS_CRASH_POINTS = (
+    "milvus-pending",  # the commit's documents are marked pending; nothing else written
+    "milvus-chunks",  # their new chunks and pages are written; the old ones are still there
+    "milvus-old-deleted",  # the old chunks and pages are gone; the documents are still pending
+)
+
 _reached: Counter[str] = Counter()
 
 
@@ -49,7 +56,7 @@ def crash_point(name: str) -> None:
     wanted = os.environ.get(CRASH_ENV)
     if not wanted:
         return
-    assert name in CRASH_POINTS, f"unknown crash point {name!r}"
+    assert name in CRASH_POINTS + MILVUS_CRASH_POINTS, f"unknown crash point {name!r}"
     point, _, visit = wanted.partition(":")
     if point != name:
         return

@@ -26,13 +26,13 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def crash_config(kb_dir: Path) -> AppConfig:
+def crash_config(kb_dir: Path | str) -> AppConfig:
     """The configuration of a crash-test run: the killed one and the clean one it is compared with."""
     return load_config(environ={}, overrides={"kb_dir": kb_dir, **SETTINGS})
 
 
 def main(argv: list[str]) -> int:
-    kb_dir, docs = Path(argv[0]), Path(argv[1])
+    kb_dir, docs = argv[0], Path(argv[1])  # a directory, or milvus-lite:PATH.db
     print("running", flush=True)
     summary = run_ingest([docs], crash_config(kb_dir), FakeEmbedder(), prune="--prune" in argv)
     return 1 if summary.failed else 0

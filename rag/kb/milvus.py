@@ -760,7 +760,7 @@ class MilvusWriter:
             # Its row first becomes pending, so a crash part-way leaves it for --prune to finish.
             rows = client.query(c.documents, filter=f"id == {_quote(document_id)}", output_fields=["*"])
             if rows:
-                client.upsert(c.documents, [{**rows[0], "content_hash": ""}])
+                client.upsert(c.documents, [{**rows[0], "content_hash": "", "size_bytes": -1, "mtime_ns": -1}])
             self._delete_rows([document_id], set(), set())
             client.delete(c.documents, ids=[document_id])
         for document_id, (size, mtime) in self._stats.items():
@@ -810,7 +810,8 @@ class MilvusWriter:
 def _document_row(document: Document, *, pending: bool) -> dict[str, Any]:
     row = {field: getattr(document, field) for field in _DOCUMENT_FIELDS}
     if pending:
-        row["content_hash"] = ""
+        # Neither its hash nor its size and mtime match the file: a re-run reads it again.
+        row |= {"content_hash": "", "size_bytes": -1, "mtime_ns": -1}
     return {**row, "nowhere": _NOWHERE}
 
 

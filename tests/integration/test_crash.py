@@ -35,6 +35,7 @@ from ingest.job import IngestSummary, run_ingest
 from rag.check import check_knowledge_base
 from rag.errors import KnowledgeBaseNotFoundError
 from rag.faults import CRASH_ENV, CRASH_POINTS
+from rag.kb import open_knowledge_base
 from rag.kb.embedded import EmbeddedKnowledgeBase
 from rag.kb.generations import MANIFEST_NAME
 from rag.manifest import Manifest
@@ -58,7 +59,7 @@ def _write_docs(folder: Path, names: range, edition: int = 0) -> None:
         (folder / f"report-{n:02}.txt").write_text(" ".join(sentences))
 
 
-def _run(kb: Path, docs: Path, crash: str | None = None, prune: bool = False) -> subprocess.Popen[str]:
+def _run(kb: Path | str, docs: Path, crash: str | None = None, prune: bool = False) -> subprocess.Popen[str]:
     env = clean_environment()
     if crash is not None:
         env[CRASH_ENV] = crash
@@ -83,11 +84,12 @@ def _state(kb: Path) -> dict[str, Any]:
     embedder = FakeEmbedder()
     with EmbeddedKnowledgeBase.open(kb, config) as opened:
         assert opened.consistency_problems(config) == []
-        index, keyword = opened.load_indexes(config)
+        searcher = opened.searcher(config)
+        keyword = searcher.keyword_index
         stats = opened.stats()
         # Whole rankings, ties put in name order: equal scores come in chunk-id order, and the ids
         # differ between the two knowledge bases.
-        dense = opened.search(index, embedder.embed_queries(list(QUERIES)), stats.chunks)
+        dense = searcher.dense(embedder.embed_queries(list(QUERIES)), stats.chunks)
         # Chunk ids derive from the file's path, and the clean run's files live elsewhere: each
         # chunk is named by its file's name and its position instead.
         name = {c.id: (Path(source).name, c.ordinal) for c, source in opened.all_chunks()}
@@ -222,3 +224,88 @@ def test_killed_at_a_random_moment_recovers(tmp_path: Path, clean: dict[str, Any
     where = json.dumps({"seed": SWEEP_SEED, "delay_s": round(delay, 3), "run_s": round(duration, 3)})
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill: {where}"
     _check_recovery(kb, docs, scenario, clean)
+
+
+# -- the same promise for a knowledge base in Milvus Lite ----------------------------------------
+# Milvus has no transaction: its writer's commit is a sequence of writes (rag/kb/milvus.py), each
+# of whose ends is a crash point, and readers see each write. After a kill and a re-run the
+# knowledge base must equal a clean run's: no duplicate chunk, no orphan, nothing redone that
+# was complete.
+
+
+def _milvus(folder: Path) -> str:
+    return f"milvus-lite:{folder / 'kb.db'}"
+
+
+def _milvus_state(location: str) -> dict[str, Any]:
+    config = crash_config(location)
+    embedder = FakeEmbedder()
+    with open_knowledge_base(config.kb_dir, config) as opened:
+        assert opened.consistency_problems(config) == []
+        stats = opened.stats()
+        searcher = opened.searcher(config)
+        chunks = opened.all_chunks()
+        assert len({c.id for c, _ in chunks}) == len(chunks) == stats.chunks, "no duplicate, no orphan"
+        name = {c.id: (Path(source).name, c.ordinal) for c, source in chunks}
+        dense = searcher.dense(embedder.embed_queries(list(QUERIES)), stats.chunks)
+        keyword = searcher.keyword(list(QUERIES), stats.chunks)
+        return {
+            "documents": {Path(d.source).name: d.content_hash for d in opened.documents()},
+            "chunks": sorted(name.values()),
+            "counts": (stats.documents, stats.pages, stats.chunks),
+            "dense": [_ranking((name[hit.chunk.id], hit.score) for hit in hits) for hits in dense],
+            "keyword": [sorted(name[hit.chunk.id] for hit in hits) for hits in keyword],
+        }
+
+
+@pytest.fixture(scope="module")
+def clean_milvus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("clean-milvus")
+    first, second = root / "first-docs", root / "second-docs"
+    _write_docs(first, range(10))
+    _write_docs(second, range(10))
+    _edit(second)
+    states = {}
+    for scenario, docs in (("first", first), ("second", second)):
+        location = _milvus(root / scenario)
+        assert not run_ingest([docs], crash_config(location), FakeEmbedder(), prune=scenario == "second").failed
+        states[scenario] = _milvus_state(location)
+    return states
+
+
+MILVUS_CASES = [
+    ("milvus-pending", 1),
+    ("milvus-chunks", 1),
+    ("milvus-old-deleted", 1),
+    ("milvus-chunks", 3),
+    ("stored", 2),
+]
+
+
+@pytest.mark.parametrize("scenario", ["first", "second"])
+@pytest.mark.parametrize(("point", "visit"), MILVUS_CASES, ids=[f"{p}:{v}" for p, v in MILVUS_CASES])
+def test_milvus_killed_at_a_named_step_recovers(
+    tmp_path: Path, clean_milvus: dict[str, Any], scenario: str, point: str, visit: int
+) -> None:
+    docs = tmp_path / "docs"
+    location = _milvus(tmp_path)
+    _write_docs(docs, range(10))
+    if scenario == "second":
+        assert not run_ingest([docs], crash_config(location), FakeEmbedder()).failed
+        _edit(docs)
+    process = _run(location, docs, crash=f"{point}:{visit}", prune=scenario == "second")
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == -signal.SIGKILL, f"the crash point was not reached: {stderr[-2000:]}"
+    config = crash_config(location)
+    try:
+        with open_knowledge_base(config.kb_dir, config) as opened:
+            committed = {d.source: d.content_hash for d in opened.documents()}
+    except KnowledgeBaseNotFoundError:
+        committed = {}
+    files = {str(p): p for p in docs.iterdir()}
+    done = {s for s, digest in committed.items() if s in files and _sha256(files[s]) == digest}
+    resumed = run_ingest([docs], config, FakeEmbedder(), prune=scenario == "second")
+    assert not resumed.failed
+    assert resumed.unchanged == len(done), "documents complete before the kill are not redone"
+    assert resumed.added + resumed.updated == len(files) - len(done)
+    assert _milvus_state(location) == clean_milvus[scenario]
