@@ -181,6 +181,11 @@ class IndexConfig(_Section):
     hnsw_m: int = Field(32, gt=1, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(64, gt=0, description="HNSW search breadth.")
     gpu: Literal["auto", "off"] = Field("auto", description="auto: search on a GPU when FAISS sees one.")
+    milvus_gpu: bool = Field(
+        False,
+        description="A knowledge base in Milvus: build Milvus's GPU index for the kind (flat: GPU_BRUTE_FORCE, "
+        "ivf: GPU_IVF_FLAT, hnsw: GPU_CAGRA), for a Milvus deployed with GPUs. Read when the collection is created.",
+    )
 
 
 class IngestConfig(_Section):

@@ -168,6 +168,12 @@ def _disconnect(location: MilvusLocation, client: MilvusClient) -> None:
 
 def _index_params(config: IndexConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Milvus index type, build parameters and search parameters for ``index.kind``."""
+    if config.milvus_gpu:
+        if config.kind == "hnsw":  # CAGRA is Milvus's graph index on a GPU
+            return "GPU_CAGRA", {"intermediate_graph_degree": 2 * config.hnsw_m, "graph_degree": config.hnsw_m}, {}
+        if config.kind == "ivf":
+            return "GPU_IVF_FLAT", {"nlist": config.ivf_nlist}, {"nprobe": config.ivf_nprobe}
+        return "GPU_BRUTE_FORCE", {}, {}
     if config.kind == "hnsw":
         return "HNSW", {"M": config.hnsw_m, "efConstruction": 2 * config.hnsw_m}, {"ef": config.hnsw_ef_search}
     if config.kind == "ivf":

@@ -219,3 +219,30 @@ def test_the_generation_moves_on_with_each_commit(config: AppConfig) -> None:
         _write(config, {"/b.txt": ("bananas",)})
         assert kb.generation() != before
         assert [d.source for d in kb.documents()] == ["/a.txt", "/b.txt"]
+
+
+def test_milvus_index_follows_the_configured_kind() -> None:
+    from rag.config import IndexConfig
+    from rag.kb.milvus import _index_params
+
+    assert _index_params(IndexConfig())[0] == "FLAT"
+    assert _index_params(IndexConfig(kind="hnsw", hnsw_m=16, hnsw_ef_search=80)) == (
+        "HNSW",
+        {"M": 16, "efConstruction": 32},
+        {"ef": 80},
+    )
+    assert _index_params(IndexConfig(kind="ivf", ivf_nlist=64, ivf_nprobe=8))[::2] == ("IVF_FLAT", {"nprobe": 8})
+    gpu = {kind: _index_params(IndexConfig(kind=kind, milvus_gpu=True))[0] for kind in ("flat", "ivf", "hnsw")}
+    assert gpu == {"flat": "GPU_BRUTE_FORCE", "ivf": "GPU_IVF_FLAT", "hnsw": "GPU_CAGRA"}
+
+
+def test_an_hnsw_knowledge_base_in_milvus_lite_searches(tmp_path: Path) -> None:
+    location = f"milvus-lite:{tmp_path / 'kb.db'}"
+    config = load_config(
+        overrides={"kb_dir": location, "embedding.model": "fake/hashing-64", "index.kind": "hnsw"}, environ={}
+    )
+    _write(config, {"/a.txt": ("apples grow on trees",), "/b.txt": ("bananas are yellow",)})
+    with open_knowledge_base(config.kb_dir, config) as kb:
+        assert kb.stats().index == "milvus HNSW"
+        [hits] = kb.searcher(config).dense(EMBEDDER.embed_queries(["bananas are yellow"]), 1)
+        assert hits[0].source == "/b.txt"
