@@ -301,3 +301,29 @@ def test_a_damaged_knowledge_base_is_one_line_naming_the_repair(config: AppConfi
         db.execute("UPDATE meta SET value = '{}' WHERE key = 'manifest'")
     app = _app(_service(config, "unused")[0])  # a new page process: the manifest is read on open
     assert [e.value for e in app.error] and "manifest" in app.error[0].value and not app.exception
+
+
+def test_the_page_answers_and_takes_uploads_over_a_knowledge_base_in_milvus_lite(
+    make_config: Any, corpus: Path, tmp_path: Path
+) -> None:
+    config: AppConfig = make_config(
+        kb_dir=f"milvus-lite:{tmp_path / 'kb.db'}",
+        data_dir=tmp_path / "data",
+        embedding__model="fake/hashing-64",
+        ingest__workers=0,
+    )
+    run_ingest([corpus], config, FakeEmbedder())
+    service, _ = _service(config, "Full-time employees receive 28 days of paid vacation [1].")
+    # An upload is ingested in this process while the page holds the knowledge base open (first:
+    # the page test below replaces __main__, which the upload's spawned loader re-imports).
+    assert service.facts() is not None
+    result = service.add_files([("canteen.md", b"The canteen serves soup on Fridays.\n")])
+    assert result.summary is not None and result.summary.added == 1, result.summary
+    assert result.saved[0].parent == config.data_dir / UPLOAD_DIR_NAME / "rag_chunks"
+    hits = service.pipeline(ChatSettings.defaults(config)).retrieve_many(["canteen soup Fridays"])[0]
+    assert Path(hits[0].source).name == "canteen.md"
+
+    app = _ask(_app(service), "How many vacation days do full-time employees get?")
+    card = next(label for label in (expander.label for expander in app.expander) if label.startswith("\\[1\\]"))
+    assert "handbook\\.pdf" in card and "page 2" in card, card
+    assert '<mark class="rag-quote"' in _html(app) and "paid vacation per calendar year" in _html(app)
