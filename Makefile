@@ -9,7 +9,7 @@ SAMPLES ?= samples
 PYTEST_ARGS ?=
 CODE := $(wildcard rag ingest ui eval tests bench)
 
-.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-ocr bench-peers bench-index-memory clean
+.PHONY: install browser run test lint typecheck unit integration bench bench-ingest bench-ingest-ray bench-generate bench-retrieve bench-page bench-soak bench-eval bench-backends bench-ocr bench-peers bench-index-memory bench-kb-write clean
 
 install: $(STAMP)
 
@@ -82,6 +82,10 @@ bench: bench-ingest bench-generate bench-retrieve bench-page bench-eval
 
 bench-ingest: install
 	$(BIN)/python bench/ingestion.py
+
+# Not part of `bench`: the same, plus `rag ingest --engine ray` on a local Ray, against the in-process job.
+bench-ingest-ray: install
+	$(BIN)/python bench/ingestion.py --workers 1 --ray
 
 bench-generate: install
 	$(BIN)/python bench/generate.py

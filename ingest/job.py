@@ -36,7 +36,7 @@ from pebble import ProcessExpired, ProcessFuture, ProcessPool
 from pydantic import BaseModel, Field
 
 from ingest.chunking import chunk_pages
-from ingest.discovery import discover
+from ingest.discovery import Discovery, discover
 from ingest.loaders import SUPPORTED_EXTENSIONS, PdfLoader, configured_loaders, loader_for
 from ingest.ocr import (
     ENGINE_TITLES,
@@ -50,11 +50,12 @@ from ingest.ocr import (
     with_ocr_text,
 )
 from ingest.progress import FileEvent, IngestReporter, NullReporter, shown_path
-from rag.config import AppConfig, IngestConfig, PdfTextEngine
+from rag.config import AppConfig, ChunkingConfig, IngestConfig, PdfTextEngine
 from rag.context import indexed_text, page_contexts
-from rag.embedder import Embedder
+from rag.embedder import Embedder, Tokenizer
 from rag.errors import DocumentLoadError
 from rag.faults import crash_point
+from rag.index import Vectors
 from rag.kb import KnowledgeBaseWriter, StoredDocument, document_id_for, open_writer, utc_now
 from rag.records import FailedFile, OcrFile, TextlessFile
 from rag.types import Chunk, Document, LoadedDocument, Page
@@ -291,45 +292,94 @@ def _start_worker(memory_mb: float) -> None:
 OcrAnnouncer = Callable[[str, int], None]
 
 
+def load_file(
+    path: str,
+    known_hash: str | None,
+    settings: IngestConfig,
+    ocr: OcrSettings = OCR_OFF,
+    announce: OcrAnnouncer | None = None,
+) -> FileLoad:
+    """Load one file in this process, its scanned pages by OCR included: :func:`read_file`, then
+    (for pages it left to OCR) :func:`read_scanned_pages`. Never raises for a bad file.
+
+    No time or memory limit applies (``ingest.file_timeout_s`` and ``ingest.file_memory_mb`` are
+    the loader pool's): this is the body of ``ingest.workers = 0`` and of a Ray loading task.
+    """
+    max_bytes = int(settings.max_file_mb * 1e6)
+    load = read_file(path, known_hash, max_bytes, settings.pdf_text, ocr=ocr)
+    if load.ocr_pending:
+        if announce is not None:
+            announce(path, len(load.ocr_pending))
+        scanned = read_scanned_pages(path, load.content_hash, load.ocr_pending, max_bytes, ocr)
+        load = with_scanned_pages(load, scanned, ocr, max_bytes)
+    return load
+
+
 def load_files(
     todo: Sequence[tuple[str, str | None]],
     settings: IngestConfig,
     ocr: OcrSettings = OCR_OFF,
     announce: OcrAnnouncer | None = None,
 ) -> Iterator[FileLoad]:
-    """Load ``(path, known_hash)`` pairs in order, ``settings.workers`` processes at a time.
+    """Load ``(path, known_hash)`` pairs in order, ``settings.workers`` processes at a time (a
+    :class:`LoaderPool` for this call alone; see there for the limits that apply to each file)."""
+    with LoaderPool(settings, ocr) as pool:
+        yield from pool.load(todo, announce)
 
-    At most ``2 * workers + 2`` files are in flight, so memory stays bounded however many
-    files there are. Each file is loaded under ``settings.file_timeout_s`` and
-    ``settings.file_memory_mb``: a worker past either is killed (or dies) and is replaced,
-    and the file alone comes back failed, with a reason naming the setting. With
-    ``workers == 0`` files are loaded in this process, with no bounds but ``max_file_mb``.
 
-    A PDF with pages for OCR (``ocr``) is loaded in two steps: its text, then its scanned pages
-    in a second task, under ``settings.ocr_page_timeout_s`` per page (and the same memory
-    limit); ``announce(path, pages)`` is called as that second step starts.
+class LoaderPool:
+    """``settings.workers`` loader processes, started once; :meth:`close` stops them.
+
+    Each file is loaded under ``settings.file_timeout_s`` and ``settings.file_memory_mb``: a worker
+    past either is killed (or dies) and is replaced, and the file alone comes back failed, with a
+    reason naming the setting. With ``workers == 0`` files are loaded in this process, with no
+    bounds but ``max_file_mb``. A run of the in-process job uses one; so does each loading actor of
+    the Ray engine, for its whole life.
     """
-    max_bytes = int(settings.max_file_mb * 1e6)
-    if settings.workers == 0:
-        _quiet_pdf_warnings()
-        for path, known in todo:
-            load = read_file(path, known, max_bytes, settings.pdf_text, ocr=ocr)
-            if load.ocr_pending:
-                if announce is not None:
-                    announce(path, len(load.ocr_pending))
-                scanned = read_scanned_pages(path, load.content_hash, load.ocr_pending, max_bytes, ocr)
-                load = with_scanned_pages(load, scanned, ocr, max_bytes)
-            yield load
-        return
-    pool = ProcessPool(
-        max_workers=settings.workers,
-        initializer=_start_worker,
-        initargs=(settings.file_memory_mb,),
-        context=multiprocessing.get_context("spawn"),  # no fork: the parent holds torch threads
-    )
-    items = iter(todo)
-    pending: deque[tuple[str, ProcessFuture[FileLoad]]] = deque()
-    try:
+
+    def __init__(self, settings: IngestConfig, ocr: OcrSettings = OCR_OFF) -> None:
+        self._settings = settings
+        self._ocr = ocr
+        self._pool: ProcessPool | None = None
+        if settings.workers == 0:
+            _quiet_pdf_warnings()
+        else:
+            self._pool = ProcessPool(
+                max_workers=settings.workers,
+                initializer=_start_worker,
+                initargs=(settings.file_memory_mb,),
+                context=multiprocessing.get_context("spawn"),  # no fork: the parent holds torch threads
+            )
+
+    def __enter__(self) -> LoaderPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers, killing those still busy (a consumer that stopped early)."""
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool.join()
+            self._pool = None
+
+    def load(self, todo: Sequence[tuple[str, str | None]], announce: OcrAnnouncer | None = None) -> Iterator[FileLoad]:
+        """Load ``(path, known_hash)`` pairs in order.
+
+        At most ``2 * workers + 2`` files are in flight, so memory stays bounded however many
+        files there are. A PDF with pages for OCR is loaded in two steps: its text, then its scanned
+        pages in a second task, under ``settings.ocr_page_timeout_s`` per page (and the same memory
+        limit); ``announce(path, pages)`` is called as that second step starts.
+        """
+        settings, ocr, pool = self._settings, self._ocr, self._pool
+        if pool is None:
+            for path, known in todo:
+                yield load_file(path, known, settings, ocr, announce)
+            return
+        max_bytes = int(settings.max_file_mb * 1e6)
+        items = iter(todo)
+        pending: deque[tuple[str, ProcessFuture[FileLoad]]] = deque()
         while True:
             while len(pending) < 2 * settings.workers + 2 and (item := next(items, None)) is not None:
                 path, known = item
@@ -365,9 +415,6 @@ def load_files(
                 scanned = ScannedPages({}, found) if isinstance(found, str) else found
                 load = with_scanned_pages(load, scanned, ocr, max_bytes)
             yield load
-    finally:
-        pool.stop()  # kills the workers still busy (the consumer stopped early)
-        pool.join()
 
 
 def _exit_cause(exitcode: int) -> str:
@@ -394,8 +441,15 @@ def _worker_answer(future: ProcessFuture[Answer], settings: IngestConfig, timed_
         return f"unexpected {type(exc).__name__}: {exc}"
 
 
-@dataclass
-class _PendingDocument:
+NO_TEXT = "no text to index"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedDocument:
+    """A loaded file made ready to embed: its record, pages and chunks (none: nothing to index).
+
+    ``outcome`` is ``added`` or ``updated`` (the file was stored before)."""
+
     load: FileLoad
     document: Document
     pages: tuple[Page, ...]
@@ -403,21 +457,101 @@ class _PendingDocument:
     outcome: str
 
 
-class _Ingestion:
-    """One run's state: the writer, the embedding batch being filled, the tallies."""
+def chunk_document(
+    document: Document | StoredDocument, pages: Sequence[Page], tokenizer: Tokenizer, chunking: ChunkingConfig
+) -> list[Chunk]:
+    """The chunks of ``document``'s ``pages``, each with its page's header (``chunking.context``)."""
+    contexts = page_contexts(chunking.context, document.title, document.source, pages)
+    return chunk_pages(document.id, document.content_hash, pages, tokenizer, chunking, contexts)
 
-    def __init__(
-        self, config: AppConfig, embedder: Embedder, writer: KnowledgeBaseWriter, reporter: IngestReporter
-    ) -> None:
+
+def prepare_document(
+    load: FileLoad, stored_id: str | None, tokenizer: Tokenizer, chunking: ChunkingConfig
+) -> PreparedDocument:
+    """The :class:`Document` of a freshly loaded file (under ``stored_id`` when the file was stored
+    before, so its old rows are replaced) and its chunks. ``load`` must carry a document."""
+    assert load.document is not None
+    loaded = load.document
+    document = Document(
+        id=stored_id or document_id_for(load.path),
+        source=load.path,
+        content_hash=load.content_hash,
+        mime_type=loaded.mime_type,
+        title=loaded.title,
+        page_count=len(loaded.pages),
+        size_bytes=load.size_bytes,
+        mtime_ns=load.mtime_ns,
+        ingested_at=utc_now(),
+    )
+    chunks = chunk_document(document, loaded.pages, tokenizer, chunking)
+    return PreparedDocument(load, document, tuple(loaded.pages), chunks, "updated" if stored_id else "added")
+
+
+def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk]) -> Vectors:
+    """The vectors of ``chunks``, each embedded with its header (what the indexes hold)."""
+    return embedder.embed_documents([indexed_text(chunk.context, chunk.text) for chunk in chunks])
+
+
+def open_knowledge_base_writer(config: AppConfig, dimension: int, *, reindex: bool = False) -> KnowledgeBaseWriter:
+    """The writer of ``config``'s knowledge base for one ingestion run: the one place either engine
+    (this module's, ``ingest.ray_job``'s) opens it."""
+    return open_writer(config.kb_dir, config, dimension=dimension, reindex=reindex)
+
+
+def kb_directory(config: AppConfig) -> Path | None:
+    """The knowledge base's directory when it is embedded: below the paths to ingest, it is not a
+    source of documents (its ``uploads`` folder is, named explicitly by the page)."""
+    return config.kb_dir if isinstance(config.kb_dir, Path) else None
+
+
+class IngestionRun:
+    """One run's bookkeeping, whichever engine loads and embeds: the run's record in the knowledge
+    base, the summary, the reporter's events, and a commit every ``ingest.commit_seconds``."""
+
+    def __init__(self, config: AppConfig, writer: KnowledgeBaseWriter, reporter: IngestReporter) -> None:
         self.config = config
-        self.embedder = embedder
         self.writer = writer
         self.reporter = reporter
         self.summary = IngestSummary()
         self.run_id = writer.start_run()
-        self._batch: list[_PendingDocument] = []
-        self._batch_chunks = 0
         self._last_commit = time.monotonic()
+
+    def discovered(self, found: Discovery) -> dict[str, StoredDocument]:
+        """Note what discovery found that is not read (unsupported, missing, rejected); the stored
+        documents by source."""
+        self.summary.skipped = len(found.unsupported)
+        for missing in found.missing:
+            self.fail(missing, "no such file or directory")
+        for rejected, reason in found.rejected:
+            self.fail(rejected, reason)
+        return self.writer.stored_documents()
+
+    def files_to_read(
+        self, files: Sequence[Path], stored: dict[str, StoredDocument], reread: Sequence[str] = ()
+    ) -> tuple[list[tuple[str, str | None]], int]:
+        """The ``(path, stored content hash)`` pairs to load and their total size. A stored file whose
+        size and mtime are unchanged is noted unchanged here, unread. ``reread``: stored sources whose
+        rows ``--reindex`` removed, read again even when outside ``files``."""
+        todo: list[tuple[str, str | None]] = []
+        total_bytes = 0
+        for path in files:
+            source = str(path)
+            known = stored.get(source)
+            try:
+                stat = path.stat()
+            except OSError:
+                stat = None  # unreadable: the loader reports why
+            if known and stat and (known.size_bytes, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                self.unchanged(known)
+                continue
+            todo.append((source, known.content_hash if known else None))
+            total_bytes += stat.st_size if stat else 0
+        listed = {source for source, _ in todo}
+        for source in reread:
+            if source not in listed:  # outside this run's paths, but its old chunks are gone
+                todo.append((source, None))
+                total_bytes += Path(source).stat().st_size
+        return todo, total_bytes
 
     def fail(self, path: str, reason: str, size_bytes: int = 0) -> None:
         self.summary.failed.append(FailedFile(path=path, reason=reason))
@@ -431,91 +565,125 @@ class _Ingestion:
         size = load.size_bytes if load else stored.size_bytes
         self.reporter.file_done(FileEvent(stored.source, "unchanged", size))
 
-    def accept(self, load: FileLoad, stored: StoredDocument | None) -> None:
-        """Chunk a freshly loaded file and queue it for the next embedding batch."""
-        assert load.document is not None
-        loaded = load.document
-        document = Document(
-            id=stored.id if stored else document_id_for(load.path),
-            source=load.path,
-            content_hash=load.content_hash,
-            mime_type=loaded.mime_type,
-            title=loaded.title,
-            page_count=len(loaded.pages),
-            size_bytes=load.size_bytes,
-            mtime_ns=load.mtime_ns,
-            ingested_at=utc_now(),
-        )
-        contexts = page_contexts(self.config.chunking.context, document.title, document.source, loaded.pages)
-        chunks = chunk_pages(
-            document.id, document.content_hash, loaded.pages, self.embedder.tokenizer, self.config.chunking, contexts
-        )
-        if not chunks:
-            self.fail(load.path, "no text to index", load.size_bytes)
+    def settle(self, load: FileLoad, known: StoredDocument | None) -> bool:
+        """Note a loaded file that needs no embedding (it failed, or its content is unchanged): True;
+        False for one to index."""
+        if load.error is not None:
+            self.fail(load.path, load.error, load.size_bytes)
+            return True
+        if load.unchanged and known is not None:
+            self.unchanged(known, load)
+            return True
+        return False
+
+    def indexable(self, prepared: PreparedDocument) -> bool:
+        """Whether ``prepared`` has chunks to embed; a file without is noted failed."""
+        if not prepared.chunks:
+            self.fail(prepared.load.path, NO_TEXT, prepared.load.size_bytes)
+            return False
+        return True
+
+    def store(self, prepared: PreparedDocument, vectors: Vectors) -> None:
+        """Write one embedded document (replacing every row of a stored one) and note it; it lands
+        with the next commit."""
+        count = len(prepared.chunks)
+        self.writer.put_document(prepared.document, prepared.pages, prepared.chunks, vectors)
+        load, pages, outcome = prepared.load, len(prepared.pages), prepared.outcome
+        self.writer.record_file(self.run_id, load.path, outcome, chunks=count)
+        setattr(self.summary, outcome, getattr(self.summary, outcome) + 1)
+        self.summary.pages += pages
+        self.summary.new_chunks += count
+        if load.textless_pages:
+            self.summary.pages_without_text.append(
+                TextlessFile(path=load.path, pages=list(load.textless_pages), of=pages)
+            )
+        if load.ocr_pages:
+            self.summary.ocr_pages += len(load.ocr_pages)
+            engine = next(page.ocr_engine for page in prepared.pages if page.ocr_engine is not None)
+            scanned = OcrFile(path=load.path, pages=list(load.ocr_pages), of=pages, engine=engine)
+            self.summary.pages_read_by_ocr.append(scanned)
+        event = FileEvent(load.path, outcome, load.size_bytes, pages, count, None, load.textless_pages, load.ocr_pages)
+        self.reporter.file_done(event)
+
+    def commit(self, *, when_due: bool = False) -> None:
+        """Commit (with ``when_due``: only once ``ingest.commit_seconds`` have passed since the last)."""
+        if when_due and time.monotonic() - self._last_commit < self.config.ingest.commit_seconds:
             return
-        outcome = "updated" if stored else "added"
-        self._batch.append(_PendingDocument(load, document, loaded.pages, chunks, outcome))
-        self._batch_chunks += len(chunks)
-        if self._batch_chunks >= self.config.ingest.embed_batch_chunks:
+        self.writer.commit()
+        self._last_commit = time.monotonic()
+
+    def finish_writes(self, stored: dict[str, StoredDocument], *, prune: bool) -> None:
+        """The run's last writes: with ``prune``, remove the stored documents whose files are gone;
+        then the last commit, which also rebuilds the keyword index."""
+        if prune:
+            for source, document in stored.items():
+                if not Path(source).exists():
+                    self.writer.remove_document(document.id)
+                    self.writer.record_file(self.run_id, source, "removed")
+                    self.summary.removed += 1
+                    self.reporter.file_done(FileEvent(source, "removed"))
+        self.writer.commit(keyword=True)
+
+    def finish(self, started: float) -> IngestSummary:
+        """The summary, completed with the knowledge base's counts and the run's time, as recorded."""
+        summary = self.summary
+        summary.documents = self.writer.manifest.documents
+        summary.chunks = self.writer.manifest.chunks
+        summary.seconds = time.monotonic() - started
+        status = "completed with failures" if summary.failed else "completed"
+        self.writer.finish_run(self.run_id, status, summary.as_dict())
+        return summary
+
+
+class _EmbeddingBatch:
+    """The in-process engine's encode batch: chunks from many files gathered into one call of about
+    ``ingest.embed_batch_chunks`` chunks, so small files still fill the model's batches."""
+
+    def __init__(self, run: IngestionRun, embedder: Embedder) -> None:
+        self.run = run
+        self.embedder = embedder
+        self._batch: list[PreparedDocument] = []
+        self._batch_chunks = 0
+
+    def add(self, prepared: PreparedDocument) -> None:
+        self._batch.append(prepared)
+        self._batch_chunks += len(prepared.chunks)
+        if self._batch_chunks >= self.run.config.ingest.embed_batch_chunks:
             self.flush()
 
     def flush(self, *, commit: bool | None = None) -> None:
-        """Embed the gathered chunks in one call, store their documents, maybe commit."""
+        """Embed the gathered chunks in one call, store their documents; commit when ``commit``, or
+        (None) when one is due."""
         if self._batch:
-            texts = [indexed_text(chunk.context, chunk.text) for pending in self._batch for chunk in pending.chunks]
-            vectors = self.embedder.embed_documents(texts)
+            vectors = embed_chunks(self.embedder, [chunk for prepared in self._batch for chunk in prepared.chunks])
             crash_point("encoded")
             offset = 0
-            for pending in self._batch:
-                count = len(pending.chunks)
-                self.writer.put_document(
-                    pending.document, pending.pages, pending.chunks, vectors[offset : offset + count]
-                )
+            for prepared in self._batch:
+                count = len(prepared.chunks)
+                self.run.store(prepared, vectors[offset : offset + count])
                 offset += count
-                self.writer.record_file(self.run_id, pending.load.path, pending.outcome, chunks=count)
-                setattr(self.summary, pending.outcome, getattr(self.summary, pending.outcome) + 1)
-                self.summary.pages += len(pending.pages)
-                self.summary.new_chunks += count
-                load, pages = pending.load, len(pending.pages)
-                if load.textless_pages:
-                    entry = TextlessFile(path=load.path, pages=list(load.textless_pages), of=pages)
-                    self.summary.pages_without_text.append(entry)
-                if load.ocr_pages:
-                    self.summary.ocr_pages += len(load.ocr_pages)
-                    engine = next(page.ocr_engine for page in pending.pages if page.ocr_engine is not None)
-                    scanned = OcrFile(path=load.path, pages=list(load.ocr_pages), of=pages, engine=engine)
-                    self.summary.pages_read_by_ocr.append(scanned)
-                event = FileEvent(
-                    load.path, pending.outcome, load.size_bytes, pages, count, None, load.textless_pages, load.ocr_pages
-                )
-                self.reporter.file_done(event)
             self._batch.clear()
             self._batch_chunks = 0
             crash_point("stored")
-        due = time.monotonic() - self._last_commit >= self.config.ingest.commit_seconds
-        if commit or (commit is None and due):
-            self.writer.commit()
-            self._last_commit = time.monotonic()
+        if commit is not False:
+            self.run.commit(when_due=not commit)
 
-    def reindex_stored(self, stored: dict[str, StoredDocument]) -> None:
-        """Re-chunk and re-embed every stored document from its stored pages.
 
-        Runs inside one transaction with no intermediate commit: until it ends, readers keep
-        the old index, and a crash keeps it too (the next ``--reindex`` starts over).
-        """
-        self.reporter.message(f"re-indexing {len(stored)} stored documents with {self.embedder.model_id}")
-        for document in stored.values():
-            pages = self.writer.stored_pages(document.id)
-            contexts = page_contexts(self.config.chunking.context, document.title, document.source, pages)
-            chunks = chunk_pages(
-                document.id, document.content_hash, pages, self.embedder.tokenizer, self.config.chunking, contexts
-            )
-            for start in range(0, len(chunks), self.config.ingest.embed_batch_chunks):
-                part = chunks[start : start + self.config.ingest.embed_batch_chunks]
-                vectors = self.embedder.embed_documents([indexed_text(c.context, c.text) for c in part])
-                self.writer.put_chunks(part, vectors)
-        self.writer.commit()
-        self._last_commit = time.monotonic()
+def _reindex_stored(run: IngestionRun, embedder: Embedder, stored: dict[str, StoredDocument]) -> None:
+    """Re-chunk and re-embed every stored document from its stored pages.
+
+    Runs inside one transaction with no intermediate commit: until it ends, readers keep the old
+    index, and a crash keeps it too (the next ``--reindex`` starts over).
+    """
+    run.reporter.message(f"re-indexing {len(stored)} stored documents with {embedder.model_id}")
+    size = run.config.ingest.embed_batch_chunks
+    for document in stored.values():
+        pages = run.writer.stored_pages(document.id)
+        chunks = chunk_document(document, pages, embedder.tokenizer, run.config.chunking)
+        for start in range(0, len(chunks), size):
+            part = chunks[start : start + size]
+            run.writer.put_chunks(part, embed_chunks(embedder, part))
+    run.commit()
 
 
 def _pdfs_to_extract_again(
@@ -560,16 +728,10 @@ def run_ingest(
     started = time.monotonic()
     ocr = OcrSettings.of(config.ingest)
     check_engine(ocr)
-    # A knowledge base directory below the paths is not a document source (its uploads are).
-    found = discover(paths, SUPPORTED_EXTENSIONS, exclude=config.kb_dir if isinstance(config.kb_dir, Path) else None)
-    with open_writer(config.kb_dir, config, dimension=embedder.dimension, reindex=reindex) as writer:
-        job = _Ingestion(config, embedder, writer, reporter)
-        job.summary.skipped = len(found.unsupported)
-        for missing in found.missing:
-            job.fail(missing, "no such file or directory")
-        for rejected, reason in found.rejected:
-            job.fail(rejected, reason)
-        stored = writer.stored_documents()
+    found = discover(paths, SUPPORTED_EXTENSIONS, exclude=kb_directory(config))
+    with open_knowledge_base_writer(config, embedder.dimension, reindex=reindex) as writer:
+        run = IngestionRun(config, writer, reporter)
+        stored = run.discovered(found)
         reread: list[str] = []
         if reindex:
             reread = _pdfs_to_extract_again(writer, stored, config)
@@ -577,27 +739,8 @@ def run_ingest(
                 # Gone in the same transaction as the old chunks: a crash before they are read
                 # again leaves them absent (the next run adds them), never present without chunks.
                 writer.remove_document(stored.pop(source).id)
-            job.reindex_stored(stored)
-
-        todo: list[tuple[str, str | None]] = []
-        total_bytes = 0
-        for path in found.files:
-            source = str(path)
-            known = stored.get(source)
-            try:
-                stat = path.stat()
-            except OSError:
-                stat = None  # unreadable: the loader reports why
-            if known and stat and (known.size_bytes, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                job.unchanged(known)
-                continue
-            todo.append((source, known.content_hash if known else None))
-            total_bytes += stat.st_size if stat else 0
-        listed = {source for source, _ in todo}
-        for source in reread:
-            if source not in listed:  # outside this run's paths, but its old chunks are gone
-                todo.append((source, None))
-                total_bytes += Path(source).stat().st_size
+            _reindex_stored(run, embedder, stored)
+        todo, total_bytes = run.files_to_read(found.files, stored, reread)
 
         reporter.start(len(todo), total_bytes)
         try:
@@ -607,32 +750,17 @@ def run_ingest(
                 plural = "s" if pages > 1 else ""
                 reporter.message(f"reading {pages} scanned page{plural} of {shown_path(path)} by OCR ({engine})")
 
+            batch = _EmbeddingBatch(run, embedder)
             for load in load_files(todo, config.ingest, ocr, announce):
                 crash_point("loaded")
                 known = stored.get(load.path)
-                if load.error is not None:
-                    job.fail(load.path, load.error, load.size_bytes)
-                elif load.unchanged and known is not None:
-                    job.unchanged(known, load)
-                else:
-                    job.accept(load, known)
-            job.flush(commit=False)
-
-            if prune:
-                for source, document in stored.items():
-                    if not Path(source).exists():
-                        writer.remove_document(document.id)
-                        writer.record_file(job.run_id, source, "removed")
-                        job.summary.removed += 1
-                        reporter.file_done(FileEvent(source, "removed"))
-            writer.commit(keyword=True)
+                if run.settle(load, known):
+                    continue
+                prepared = prepare_document(load, known.id if known else None, embedder.tokenizer, config.chunking)
+                if run.indexable(prepared):
+                    batch.add(prepared)
+            batch.flush(commit=False)
+            run.finish_writes(stored, prune=prune)
         finally:
             reporter.finish()
-
-        summary = job.summary
-        summary.documents = writer.manifest.documents
-        summary.chunks = writer.manifest.chunks
-        summary.seconds = time.monotonic() - started
-        status = "completed with failures" if summary.failed else "completed"
-        writer.finish_run(job.run_id, status, summary.as_dict())
-    return summary
+        return run.finish(started)

@@ -251,6 +251,18 @@ class IngestConfig(_Section):
         "read, and is stopped (the file reported) past this many seconds times its pages to read. One core "
         "reads a page in about 6 s (tesseract) or 21 s (rapidocr).",
     )
+    ray_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="`rag ingest --engine ray` without --ray-address: CPUs of the local Ray instance it starts "
+        "(default: this machine's).",
+    )
+    ray_embed_actors: int = Field(
+        0,
+        ge=0,
+        description="`rag ingest --engine ray`: embedding actors, each loading the model once. 0: one per GPU of "
+        "the cluster, or one (on CPUs) where it has none.",
+    )
 
 
 class RetrievalConfig(_Section):

@@ -47,6 +47,10 @@ class ManifestMismatchError(KnowledgeBaseError):
     """The knowledge base was built with settings that disagree with the configuration."""
 
 
+class IngestEngineError(RagError):
+    """A distributed ingestion engine (Ray) failed as a whole; what was committed before is kept."""
+
+
 class ModelLoadError(RagError):
     """A model could not be loaded (not installed, not downloadable offline, wrong format)."""
 

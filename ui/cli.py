@@ -60,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
     ingest.add_argument("--reindex", action="store_true", help="re-embed everything (after a model or chunking change)")
     ingest.add_argument("--json", action="store_true", help="print one JSON summary object")
+    ingest.add_argument(
+        "--engine",
+        choices=["inprocess", "ray"],
+        default="inprocess",
+        help="inprocess (default): this process and its loader workers; ray: Ray Data stages, embedding on a "
+        "GPU actor per GPU of the cluster (no --reindex yet)",
+    )
+    ingest.add_argument(
+        "--ray-address", metavar="ADDR", help="with --engine ray: the Ray cluster to use (default: start a local one)"
+    )
 
     check = commands.add_parser(
         "check", parents=[common], help="check a knowledge base for damage; --repair rebuilds what can be rebuilt"
@@ -199,10 +209,25 @@ def cmd_ingest(args: argparse.Namespace, components: Components, err: Console) -
 
     if not args.paths and not args.reindex:
         raise UsageError("rag ingest needs a PATH (a file or folder), or --reindex to re-index what is stored")
+    if args.ray_address and args.engine != "ray":
+        raise UsageError("--ray-address needs --engine ray")
     config = components.config
-    embedder = components.embedder()
     reporter: IngestReporter = RichReporter(err) if err.is_terminal else LineReporter(sys.stderr)
-    summary = run_ingest(args.paths, config, embedder, reporter, prune=args.prune, reindex=args.reindex)
+    if args.engine == "ray":
+        from ingest.ray_job import run_ray_ingest
+
+        summary = run_ray_ingest(
+            args.paths,
+            config,
+            components.embedder,  # each Ray actor builds its own model with it
+            reporter,
+            prune=args.prune,
+            reindex=args.reindex,
+            address=args.ray_address,
+        )
+    else:
+        embedder = components.embedder()
+        summary = run_ingest(args.paths, config, embedder, reporter, prune=args.prune, reindex=args.reindex)
     if args.json:
         _print_json(summary.as_dict())
     else:
