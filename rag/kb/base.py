@@ -67,6 +67,19 @@ class KnowledgeBaseStats:
     last_run: RunInfo | None
 
 
+class Closing:
+    """``with`` for a knowledge base's reader or writer: leaving the block calls ``close()``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 ChunkLookup = Callable[[Iterable[int]], Mapping[int, tuple[Chunk, str]]]
 
 

@@ -43,7 +43,7 @@ from rag.files import write_text_atomic
 from rag.index import FaissIndex, Vectors
 from rag.kb import runs
 from rag.kb import sqlite_rows as rows
-from rag.kb.base import KnowledgeBaseStats, RunInfo, StoredDocument, scored_chunks, utc_now
+from rag.kb.base import Closing, KnowledgeBaseStats, RunInfo, StoredDocument, scored_chunks, utc_now
 from rag.kb.generations import (
     MANIFEST_NAME,
     acquire_lock,
@@ -93,7 +93,7 @@ class EmbeddedSearcher:
         return scored_chunks(self._kb.chunks, [self.keyword_index.search(query, k) for query in queries], "bm25")
 
 
-class EmbeddedKnowledgeBase:
+class EmbeddedKnowledgeBase(Closing):
     """Read access to a knowledge base directory; safe while another process ingests into it, and
     safe to share between threads (their reads take turns on one connection)."""
 
@@ -127,12 +127,6 @@ class EmbeddedKnowledgeBase:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> EmbeddedKnowledgeBase:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -275,7 +269,7 @@ class EmbeddedKnowledgeBase:
         return problems
 
 
-class EmbeddedWriter:
+class EmbeddedWriter(Closing):
     """The one writer of a knowledge base directory (see the module doc for its commit)."""
 
     def __init__(
@@ -373,12 +367,6 @@ class EmbeddedWriter:
         except BaseException:
             lock.close()
             raise
-
-    def __enter__(self) -> EmbeddedWriter:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._db.in_transaction:

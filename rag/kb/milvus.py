@@ -52,7 +52,7 @@ from rag.errors import (
 )
 from rag.faults import crash_point
 from rag.index import Vectors
-from rag.kb.base import KnowledgeBaseStats, RunInfo, StoredDocument, scored_chunks, utc_now
+from rag.kb.base import Closing, KnowledgeBaseStats, RunInfo, StoredDocument, scored_chunks, utc_now
 from rag.keyword import analyzed
 from rag.manifest import FORMAT_VERSION, Manifest
 from rag.records import FailedFile
@@ -469,7 +469,7 @@ class MilvusSearcher:
         return scored_chunks(self._kb.chunks, rankings, "bm25")
 
 
-class MilvusKnowledgeBase:
+class MilvusKnowledgeBase(Closing):
     """Read access to a knowledge base in Milvus; safe to share between threads."""
 
     def __init__(self, collections: _Collections, manifest: Manifest) -> None:
@@ -503,12 +503,6 @@ class MilvusKnowledgeBase:
 
     def close(self) -> None:
         _disconnect(self.collections.location, self.collections.client)
-
-    def __enter__(self) -> MilvusKnowledgeBase:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def generation(self) -> int:
         with self.lock:
@@ -593,7 +587,7 @@ class MilvusKnowledgeBase:
         return problems
 
 
-class MilvusWriter:
+class MilvusWriter(Closing):
     """The writer of a knowledge base in Milvus. Documents are written at :meth:`commit`, in the
     order the module doc gives; until then they are held here (with their vectors)."""
 
@@ -651,12 +645,6 @@ class MilvusWriter:
         except BaseException:
             _disconnect(collections.location, collections.client)
             raise
-
-    def __enter__(self) -> MilvusWriter:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Drop what was not committed and disconnect."""
