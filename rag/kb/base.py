@@ -66,6 +66,24 @@ class KnowledgeBaseStats:
     bytes: int
     last_run: RunInfo | None
 
+    @classmethod
+    def of(
+        cls, manifest: Manifest, *, pages: int, ocr_pages: int, size: int, last_run: RunInfo | None, index: str
+    ) -> KnowledgeBaseStats:
+        """The stats a manifest's counts and settings give, with what a backend counted itself."""
+        return cls(
+            documents=manifest.documents,
+            pages=pages,
+            ocr_pages=ocr_pages,
+            chunks=manifest.chunks,
+            embedding_model=manifest.embedding_model,
+            dimension=manifest.dimension,
+            index=index,
+            generation=manifest.generation,
+            bytes=size,
+            last_run=last_run,
+        )
+
 
 class Closing:
     """``with`` for a knowledge base's reader or writer: leaving the block calls ``close()``."""

@@ -43,7 +43,7 @@ from rag.files import write_text_atomic
 from rag.index import FaissIndex, Vectors
 from rag.kb import runs
 from rag.kb import sqlite_rows as rows
-from rag.kb.base import Closing, KnowledgeBaseStats, RunInfo, StoredDocument, scored_chunks, utc_now
+from rag.kb.base import Closing, KnowledgeBaseStats, StoredDocument, scored_chunks, utc_now
 from rag.kb.generations import (
     MANIFEST_NAME,
     acquire_lock,
@@ -233,24 +233,16 @@ class EmbeddedKnowledgeBase(Closing):
             pages, ocr_pages = rows.count_pages(db)
             last_run = runs.last_run(db)
         size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
-        return KnowledgeBaseStats(
-            documents=manifest.documents,
+        return KnowledgeBaseStats.of(
+            manifest,
             pages=pages,
             ocr_pages=ocr_pages,
-            chunks=manifest.chunks,
-            embedding_model=manifest.embedding_model,
-            dimension=manifest.dimension,
+            size=size,
+            last_run=last_run,
             index=manifest.index_structure
             if manifest.index_structure == manifest.index_kind
             else f"{manifest.index_structure} (becomes {manifest.index_kind} when large enough)",
-            generation=manifest.generation,
-            bytes=size,
-            last_run=last_run,
         )
-
-    def last_run(self) -> RunInfo | None:
-        with self._snapshot() as db:
-            return runs.last_run(db)
 
     def consistency_problems(self, config: AppConfig) -> list[str]:
         with self._indexed_snapshot(config) as (db, index):

@@ -556,17 +556,13 @@ class MilvusKnowledgeBase(Closing):
         size = 0
         if self.collections.location.lite:
             size = sum(p.stat().st_size for p in Path(self.collections.location.uri).rglob("*") if p.is_file())
-        return KnowledgeBaseStats(
-            documents=manifest.documents,
+        return KnowledgeBaseStats.of(
+            manifest,
             pages=pages,
             ocr_pages=ocr_pages,
-            chunks=manifest.chunks,
-            embedding_model=manifest.embedding_model,
-            dimension=manifest.dimension,
-            index=manifest.index_structure,
-            generation=manifest.generation,
-            bytes=size,
+            size=size,
             last_run=last_run,
+            index=manifest.index_structure,
         )
 
     def consistency_problems(self, config: AppConfig) -> list[str]:
