@@ -34,6 +34,7 @@ limit, and its one writer at a time is the user's to keep (Milvus has no lock to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -690,7 +691,8 @@ class MilvusWriter(Closing):
         self.collections.client.upsert(self.collections.runs, [{**row, "nowhere": _NOWHERE}])
 
     def record_file(self, run_id: int, path: str, outcome: str, reason: str | None = None, chunks: int = 0) -> None:
-        row = {"key": f"{run_id}:{path}"[:512], "run_id": run_id, "path": path, "outcome": outcome}
+        key = f"{run_id}:{hashlib.sha256(path.encode()).hexdigest()}"  # a path may be longer than a key
+        row = {"key": key, "run_id": run_id, "path": path, "outcome": outcome}
         self._run_files.append({**row, "reason": reason, "chunks": chunks, "nowhere": _NOWHERE})
         self._dirty = True
 
