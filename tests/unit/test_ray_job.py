@@ -179,3 +179,16 @@ def test_cli_refuses_a_ray_address_without_the_ray_engine(docs: Path, tmp_path: 
     argv = ["ingest", str(docs), "--kb", str(tmp_path / "kb"), "--set", "embedding.model=fake/hashing-64"]
     assert main([*argv, "--ray-address", "127.0.0.1:6379"], components=FakeComponents) == 1
     assert main([*argv, "--engine", "ray", "--reindex"], components=FakeComponents) == 1
+
+
+def test_the_driver_writes_a_knowledge_base_in_milvus_lite_as_the_in_process_job_does(
+    docs: Path, make_config: Any, tmp_path: Path
+) -> None:
+    inprocess = _config(make_config, str(tmp_path / "kb-inprocess"))
+    expected = run_ingest([docs], inprocess, FakeEmbedder())
+    ray = _config(make_config, f"milvus-lite:{tmp_path / 'kb.db'}")
+    summary, _ = _ray([docs], ray, seed=3)
+    assert _outcomes(summary) == _outcomes(expected)
+    assert _chunk_ids(ray) == _chunk_ids(inprocess)
+    again, _ = _ray([docs], ray, seed=4)
+    assert (again.unchanged, again.added) == (3, 0) and _chunk_ids(ray) == _chunk_ids(inprocess)
