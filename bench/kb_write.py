@@ -149,8 +149,9 @@ def main() -> None:
     lines = section_start(HEADING, raw, versions)
     lines += [
         f"{embedded['documents']} documents, {embedded['chunks']} chunks of the knowledge base `{args.source}` "
-        f"written through `rag.kb.open_writer` (a commit every {args.commit_every} documents), then {args.queries} searches of each "
-        f"kind, one at a time. The same chunk ids land in both. Load average {raw['loadavg_before']:.2f} before, "
+        f"written through `rag.kb.open_writer` (a commit every {args.commit_every} documents), then "
+        f"{args.queries} searches of each kind, one at a time. The same chunk ids land in both. "
+        f"Load average {raw['loadavg_before']:.2f} before, "
         f"{raw['loadavg_after']:.2f} after.",
         "",
         "| backend | write s | chunks/s | dense search ms (p50) | keyword search ms (p50) |",
