@@ -120,5 +120,10 @@ bench-peers: install
 bench-index-memory: install
 	$(BIN)/python bench/index_memory.py
 
+# Not part of `bench`: the knowledge base's write path and search, embedded against Milvus Lite,
+# over a knowledge base already built (KB=..., e.g. the one `rag eval` caches for FinanceBench dev).
+bench-kb-write: install
+	$(BIN)/python bench/kb_write.py --source $(KB)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache
