@@ -39,6 +39,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +154,21 @@ def _connect(location: MilvusLocation) -> MilvusClient:
     return client
 
 
+@contextmanager
+def _refusals(location: MilvusLocation) -> Iterator[None]:
+    """Milvus refusing to open or create the collections, as one line naming the location (a server
+    older than 2.5 has no BM25 function, for one)."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        raise KnowledgeBaseError(
+            f"Milvus at {location} refused to open the knowledge base: {first_line(exc)} "
+            "(a knowledge base in Milvus needs Milvus 2.5 or later, for its BM25 function)"
+        ) from None
+
+
 def _disconnect(location: MilvusLocation, client: MilvusClient) -> None:
     client.close()
     if not location.lite:
@@ -188,6 +204,7 @@ class _Collections:
     def __init__(self, location: MilvusLocation, client: MilvusClient) -> None:
         self.location = location
         self.client = client
+        self.closed = False
         name = location.collection
         self.chunks = name
         self.documents = f"{name}_documents"
@@ -195,6 +212,12 @@ class _Collections:
         self.runs = f"{name}_runs"
         self.run_files = f"{name}_run_files"
         self.meta = f"{name}_meta"
+
+    def close(self) -> None:
+        """Disconnect; closing again does nothing (a Lite file is released once, by its last client)."""
+        if not self.closed:
+            self.closed = True
+            _disconnect(self.location, self.client)
 
     def names(self) -> tuple[str, ...]:
         return (self.chunks, self.documents, self.pages, self.runs, self.run_files, self.meta)
@@ -486,24 +509,28 @@ class MilvusKnowledgeBase(Closing):
                 f"no knowledge base at {location}; create one with `rag ingest PATH --kb {location}`"
             )
         collections = _Collections(location, _connect(location))
-        if collections.exists():
-            collections.load()
-        manifest = collections.manifest() if collections.exists() else None
-        if manifest is None:
-            _disconnect(collections.location, collections.client)
-            raise KnowledgeBaseNotFoundError(
-                f"knowledge base {location} is empty; add documents with `rag ingest PATH --kb {location}`"
-            )
-        if config is not None:
-            manifest.check_embedding(config.embedding, str(location))
-        return cls(collections, manifest)
+        try:
+            with _refusals(location):
+                if collections.exists():
+                    collections.load()
+                manifest = collections.manifest() if collections.exists() else None
+            if manifest is None:
+                raise KnowledgeBaseNotFoundError(
+                    f"knowledge base {location} is empty; add documents with `rag ingest PATH --kb {location}`"
+                )
+            if config is not None:
+                manifest.check_embedding(config.embedding, str(location))
+            return cls(collections, manifest)
+        except BaseException:
+            collections.close()
+            raise
 
     @property
     def location(self) -> str:
         return str(self.collections.location)
 
     def close(self) -> None:
-        _disconnect(self.collections.location, self.collections.client)
+        self.collections.close()
 
     def generation(self) -> int:
         with self.lock:
@@ -612,9 +639,10 @@ class MilvusWriter(Closing):
             Path(location.uri).parent.mkdir(parents=True, exist_ok=True)
         collections = _Collections(location, _connect(location))
         try:
-            if collections.exists():
-                collections.load()
-            stored = collections.manifest() if collections.exists() else None
+            with _refusals(location):
+                if collections.exists():
+                    collections.load()
+                stored = collections.manifest() if collections.exists() else None
             if stored is not None:
                 stored.check_embedding(config.embedding, str(location))
                 stored.check_indexing(config, str(location))
@@ -623,11 +651,13 @@ class MilvusWriter(Closing):
                         f"knowledge base {location} has format {stored.format_version}; this version reads format "
                         f"{FORMAT_VERSION}. Ingest into a new collection."
                     )
-            collections.create(dimension, config.index)
-            collections.load()
-            # Runs left "running" were killed.
-            for row in collections.client.query(collections.runs, filter='status == "running"', output_fields=["*"]):
-                collections.client.upsert(collections.runs, [{**row, "status": "interrupted"}])
+            with _refusals(location):
+                collections.create(dimension, config.index)
+                collections.load()
+                # Runs left "running" were killed.
+                running = collections.client.query(collections.runs, filter='status == "running"', output_fields=["*"])
+                for row in running:
+                    collections.client.upsert(collections.runs, [{**row, "status": "interrupted"}])
             kind, _, _ = _index_params(config.index)
             manifest = Manifest.describing(
                 config,
@@ -640,13 +670,13 @@ class MilvusWriter(Closing):
                 manifest = manifest.model_copy(update={"documents": stored.documents, "chunks": stored.chunks})
             return cls(collections, manifest, stored)
         except BaseException:
-            _disconnect(collections.location, collections.client)
+            collections.close()
             raise
 
     def close(self) -> None:
         """Drop what was not committed and disconnect."""
         self._documents.clear()
-        _disconnect(self.collections.location, self.collections.client)
+        self.collections.close()
 
     def stored_documents(self) -> dict[str, StoredDocument]:
         fields = ["id", "source", "content_hash", "size_bytes", "mtime_ns", "title"]

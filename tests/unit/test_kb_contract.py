@@ -246,3 +246,22 @@ def test_an_hnsw_knowledge_base_in_milvus_lite_searches(tmp_path: Path) -> None:
         assert kb.stats().index == "milvus HNSW"
         [hits] = kb.searcher(config).dense(EMBEDDER.embed_queries(["bananas are yellow"]), 1)
         assert hits[0].source == "/b.txt"
+
+
+def test_milvus_lite_releases_its_file_when_the_last_client_closes_or_an_open_is_refused(tmp_path: Path) -> None:
+    from milvus_lite.server_manager import server_manager_instance
+
+    location = f"milvus-lite:{tmp_path / 'kb.db'}"
+    config = load_config(overrides={"kb_dir": location, "embedding.model": "fake/hashing-64"}, environ={})
+    _write(config, {"/a.txt": ("apples",)})
+    served = str(tmp_path / "kb.db")
+    assert served not in server_manager_instance._servers  # another process may open it now
+    other = config.model_copy(update={"embedding": config.embedding.model_copy(update={"model": "fake/other"})})
+    with pytest.raises(ManifestMismatchError):
+        open_knowledge_base(other.kb_dir, other)
+    assert served not in server_manager_instance._servers
+    with open_knowledge_base(config.kb_dir, config) as first, open_knowledge_base(config.kb_dir, config) as second:
+        first.close()  # one of two clients gone: the other still reads
+        assert [d.source for d in second.documents()] == ["/a.txt"]
+        assert served in server_manager_instance._servers
+    assert served not in server_manager_instance._servers
