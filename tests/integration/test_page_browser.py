@@ -95,6 +95,9 @@ def page_url(page_config: AppConfig, model_server: AppConfig) -> Iterator[str]:
         [sys.executable, "-m", "ui.cli", "serve", "--port", str(port), *cli_settings(page_config)],
         cwd=REPO,
         env=clean_environment(),
+        # Ctrl-C must reach it as a terminal's would: a child inherits an ignored SIGINT, and an
+        # earlier test's in-process engine can leave this process ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     url = f"http://127.0.0.1:{port}"
     try:

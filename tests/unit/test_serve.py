@@ -5,6 +5,7 @@ And the real ``ModelServer`` with a child that exits while starting."""
 from __future__ import annotations
 
 import io
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,9 +50,16 @@ def test_ctrl_c_stops_the_page_and_the_server_it_started(
     monkeypatch: pytest.MonkeyPatch, make_config: Any, running_before: bool
 ) -> None:
     monkeypatch.setattr(serve_module, "streamlit_command", lambda *args: CTRL_C)
+    # As in `rag serve` started from a terminal: Ctrl-C raises KeyboardInterrupt. Something earlier
+    # in a whole-suite run (an integration test's in-process engine) can leave this process
+    # ignoring SIGINT, and the test would then wait out the child's sleep.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     server = FakeModelServer(running_before)
     console = Console(file=io.StringIO())
-    code = serve(make_config(), server, "127.0.0.1", 8599, [], console)  # type: ignore[arg-type]
+    try:
+        code = serve(make_config(), server, "127.0.0.1", 8599, [], console)  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     expected = ["start"] if running_before else ["start", "stop"]
     assert server.calls == expected
