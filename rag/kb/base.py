@@ -10,6 +10,8 @@ only these and :func:`rag.kb.open_knowledge_base` / :func:`rag.kb.open_writer`.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,9 @@ from rag.config import AppConfig
 from rag.index import Vectors
 from rag.manifest import Manifest
 from rag.records import FailedFile
-from rag.types import Chunk, Document, Page, ScoredChunk
+from rag.types import Chunk, Document, Page, ScoredChunk, TextBox
+
+logger = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -96,6 +100,26 @@ class Closing:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def boxes_to_json(boxes: Sequence[TextBox]) -> str | None:
+    """``[[start, end, left, top, right, bottom], ...]``, or None for a page with no boxes."""
+    if not boxes:
+        return None
+    return json.dumps([[b.start, b.end, b.left, b.top, b.right, b.bottom] for b in boxes], separators=(",", ":"))
+
+
+def boxes_from_json(value: str | None) -> tuple[TextBox, ...]:
+    """The boxes :func:`boxes_to_json` wrote; none (with a warning) for a value that does not read."""
+    if not value:
+        return ()
+    try:
+        return tuple(
+            TextBox(int(a), int(b), float(c), float(d), float(e), float(f)) for a, b, c, d, e, f in json.loads(value)
+        )
+    except (ValueError, TypeError):
+        logger.warning("a page's OCR boxes do not read; its picture is shown without marks")
+        return ()
 
 
 ChunkLookup = Callable[[Iterable[int]], Mapping[int, tuple[Chunk, str]]]

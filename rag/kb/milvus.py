@@ -54,11 +54,20 @@ from rag.errors import (
 )
 from rag.faults import crash_point
 from rag.index import Vectors
-from rag.kb.base import Closing, KnowledgeBaseStats, RunInfo, StoredDocument, scored_chunks, utc_now
+from rag.kb.base import (
+    Closing,
+    KnowledgeBaseStats,
+    RunInfo,
+    StoredDocument,
+    boxes_from_json,
+    boxes_to_json,
+    scored_chunks,
+    utc_now,
+)
 from rag.keyword import analyzed
 from rag.manifest import FORMAT_VERSION, Manifest
 from rag.records import FailedFile
-from rag.types import Chunk, Document, Page, ScoredChunk, TextBox
+from rag.types import Chunk, Document, Page, ScoredChunk
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -392,7 +401,7 @@ class _Collections:
                 continue
             ordinals.append(row["ordinal"])
             pages.append(
-                Page(row["number"], row["text"], row["label"], row["ocr_engine"], _boxes_from_json(row["ocr_boxes"]))
+                Page(row["number"], row["text"], row["label"], row["ocr_engine"], boxes_from_json(row["ocr_boxes"]))
             )
         return pages
 
@@ -435,20 +444,6 @@ def _chunk(row: dict[str, Any]) -> Chunk:
 
 def _document(row: dict[str, Any]) -> Document:
     return Document(*(row[field] for field in _DOCUMENT_FIELDS))
-
-
-def _boxes_to_json(boxes: Sequence[TextBox]) -> str | None:
-    if not boxes:
-        return None
-    return json.dumps([[b.start, b.end, b.left, b.top, b.right, b.bottom] for b in boxes], separators=(",", ":"))
-
-
-def _boxes_from_json(value: str | None) -> tuple[TextBox, ...]:
-    if not value:
-        return ()
-    return tuple(
-        TextBox(int(a), int(b), float(c), float(d), float(e), float(f)) for a, b, c, d, e, f in json.loads(value)
-    )
 
 
 class MilvusSearcher:
@@ -871,7 +866,7 @@ def _page_rows(document_id: str, pages: Sequence[Page]) -> list[dict[str, Any]]:
                     "label": page.label,
                     "text": text,
                     "ocr_engine": page.ocr_engine,
-                    "ocr_boxes": _boxes_to_json(page.boxes) if part == 0 else None,
+                    "ocr_boxes": boxes_to_json(page.boxes) if part == 0 else None,
                     "nowhere": _NOWHERE,
                 }
             )

@@ -4,7 +4,6 @@ queries its reader and writer share. Nothing here knows about index files or gen
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -15,9 +14,9 @@ from pydantic import ValidationError
 
 from rag.context import context_for, indexed_text
 from rag.errors import KnowledgeBaseDamagedError
-from rag.kb.base import StoredDocument
+from rag.kb.base import StoredDocument, boxes_from_json, boxes_to_json
 from rag.manifest import Manifest
-from rag.types import Chunk, Document, Page, TextBox
+from rag.types import Chunk, Document, Page
 
 logger = logging.getLogger(__name__)
 
@@ -163,25 +162,6 @@ def page_columns(db: sqlite3.Connection) -> str:
 
 def row_to_page(row: Sequence[Any]) -> Page:
     return Page(number=row[0], text=row[1], label=row[2], ocr_engine=row[3], boxes=boxes_from_json(row[4]))
-
-
-def boxes_to_json(boxes: Sequence[TextBox]) -> str | None:
-    """``[[start, end, left, top, right, bottom], ...]``, or None for a page with no boxes."""
-    if not boxes:
-        return None
-    return json.dumps([[b.start, b.end, b.left, b.top, b.right, b.bottom] for b in boxes], separators=(",", ":"))
-
-
-def boxes_from_json(value: str | None) -> tuple[TextBox, ...]:
-    if not value:
-        return ()
-    try:
-        return tuple(
-            TextBox(int(a), int(b), float(c), float(d), float(e), float(f)) for a, b, c, d, e, f in json.loads(value)
-        )
-    except (ValueError, TypeError):
-        logger.warning("a page's OCR boxes do not read; its picture is shown without marks")
-        return ()
 
 
 def indexed_chunks(db: sqlite3.Connection, manifest: Manifest) -> tuple[list[int], list[str]]:
